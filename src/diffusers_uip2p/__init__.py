@@ -1,0 +1,11 @@
+"""diffusers-uip2p: UIP2P instruction editing and exact Dual-Schedule Inversion for 🤗 diffusers.
+
+Every module that defines a saved component is imported here: diffusers resolves non-diffusers
+components from ``sys.modules`` when it loads a pipeline folder.
+"""
+
+from .schedulers import DualScheduleInversionScheduler, DualScheduleSchedulerOutput, DualScheduleState
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["DualScheduleInversionScheduler", "DualScheduleSchedulerOutput", "DualScheduleState"]

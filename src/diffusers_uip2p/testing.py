@@ -1,0 +1,180 @@
+"""Tiny, offline components for tests and benchmarks, and the real architectures with random weights.
+
+Nothing here touches the network: the CLIP tokenizer is a byte-level BPE built in code (every string
+encodes without unknown tokens), and every model is constructed from a config with a fixed seed.
+`forbid_network` turns any attempt to leave the machine into an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from .schedulers import DualScheduleInversionScheduler
+
+# Scheduler configs as Stable Diffusion checkpoints ship them (scheduler/scheduler_config.json).
+SD15_SCHEDULER_CONFIG = {  # runwayml/stable-diffusion-v1-5, PNDM
+    "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+    "clip_sample": False, "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
+    "steps_offset": 1, "trained_betas": None,
+}
+SD21_SCHEDULER_CONFIG = {  # stabilityai/stable-diffusion-2-1, DDIM with v-prediction
+    "_class_name": "DDIMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+    "clip_sample": False, "num_train_timesteps": 1000, "prediction_type": "v_prediction",
+    "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
+}
+IP2P_SCHEDULER_CONFIG = {  # timbrooks/instruct-pix2pix, Euler ancestral
+    "_class_name": "EulerAncestralDiscreteScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085, "num_train_timesteps": 1000, "prediction_type": "epsilon", "steps_offset": 1,
+    "trained_betas": None,
+}
+
+
+def _byte_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible map from the 256 byte values to printable characters."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    mapping = {b: chr(b) for b in printable}
+    others = [b for b in range(256) if b not in mapping]
+    mapping.update({b: chr(256 + i) for i, b in enumerate(others)})
+    return mapping
+
+
+def make_clip_tokenizer(model_max_length: int = 77, merges: list[tuple[str, str]] | None = None) -> CLIPTokenizer:
+    """A CLIP tokenizer with a 514-token byte-level vocabulary plus optional merges.
+
+    Every string tokenizes without unknown tokens. Ids stay below ``514 + len(merges) + 2``, so a text
+    encoder with ``vocab_size`` >= 1000 accepts them. ``model_max_length`` must be set: its default is
+    huge and breaks ``padding="max_length"``.
+    """
+    chars = list(_byte_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": i + len(chars) for i, c in enumerate(chars)})
+    merges = list(merges or [])
+    for left, right in merges:
+        vocab.setdefault(left + right, len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[f"{a} {b}" for a, b in merges], model_max_length=model_max_length)
+
+
+def _tiny_unet(in_channels: int, cross_attention_dim: int, seed: int) -> UNet2DConditionModel:
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=in_channels,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8, norm_num_groups=8,
+    )
+
+
+def _tiny_vae(seed: int) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=(16, 32), in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8,
+    )
+
+
+def _tiny_text_encoder(tokenizer: CLIPTokenizer, hidden_size: int, seed: int) -> CLIPTextModel:
+    torch.manual_seed(seed)
+    return CLIPTextModel(CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, hidden_size=hidden_size, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=2, vocab_size=1000, max_position_embeddings=77,
+    ))
+
+
+def tiny_text_to_image_components(seed: int = 0, prediction_type: str = "epsilon") -> dict:
+    """vae, text_encoder, tokenizer, unet (4 input channels) and a DualScheduleInversionScheduler.
+
+    The VAE downsamples by 2, so a 16×16 image has 8×8 latents. Runs a 2-step pipeline in well under a
+    second on a CPU.
+    """
+    tokenizer = make_clip_tokenizer()
+    return {
+        "vae": _tiny_vae(seed),
+        "text_encoder": _tiny_text_encoder(tokenizer, 32, seed),
+        "tokenizer": tokenizer,
+        "unet": _tiny_unet(4, 32, seed),
+        "scheduler": DualScheduleInversionScheduler.from_config(SD15_SCHEDULER_CONFIG, prediction_type=prediction_type),
+    }
+
+
+def tiny_instruct_pix2pix_components(seed: int = 0) -> dict:
+    """The InstructPix2Pix set: like the text-to-image set, with an 8-channel UNet and IP2P's scheduler."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    components = tiny_text_to_image_components(seed)
+    components["unet"] = _tiny_unet(8, 32, seed)
+    components["scheduler"] = EulerAncestralDiscreteScheduler.from_config(IP2P_SCHEDULER_CONFIG)
+    return components
+
+
+def sd15_components(seed: int = 0, in_channels: int = 4, dtype: torch.dtype = torch.float32) -> dict:
+    """Stable Diffusion 1.5's architecture (860M UNet, 84M VAE, 123M CLIP ViT-L/14 text) with random
+    weights, for benchmarks at real size. ``in_channels=8`` gives InstructPix2Pix's UNet."""
+    tokenizer = make_clip_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=in_channels, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        sample_size=512, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.18215,
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+        max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+    return {
+        "vae": vae.to(dtype), "text_encoder": text_encoder.to(dtype), "tokenizer": tokenizer, "unet": unet.to(dtype),
+        "scheduler": DualScheduleInversionScheduler.from_config(SD15_SCHEDULER_CONFIG),
+    }
+
+
+def _is_loopback(address) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    if not isinstance(host, str):
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def forbid_network():
+    """Inside this block, connecting a socket anywhere but loopback (or a Unix socket) raises."""
+    original_connect, original_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def guard(sock, address):
+        if sock.family != getattr(socket, "AF_UNIX", None) and not _is_loopback(address):
+            raise RuntimeError(f"Network access is forbidden here (tried to connect to {address!r}).")
+
+    def connect(sock, address):
+        guard(sock, address)
+        return original_connect(sock, address)
+
+    def connect_ex(sock, address):
+        guard(sock, address)
+        return original_connect_ex(sock, address)
+
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+    try:
+        yield
+    finally:
+        socket.socket.connect, socket.socket.connect_ex = original_connect, original_connect_ex
