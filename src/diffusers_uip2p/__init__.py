@@ -4,8 +4,16 @@ Every module that defines a saved component is imported here: diffusers resolves
 components from ``sys.modules`` when it loads a pipeline folder.
 """
 
+from .pipelines import AutoEditPipeline, AutoEditPipelineOutput, DualScheduleInversionOutput
 from .schedulers import DualScheduleInversionScheduler, DualScheduleSchedulerOutput, DualScheduleState
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["DualScheduleInversionScheduler", "DualScheduleSchedulerOutput", "DualScheduleState"]
+__all__ = [
+    "AutoEditPipeline",
+    "AutoEditPipelineOutput",
+    "DualScheduleInversionOutput",
+    "DualScheduleInversionScheduler",
+    "DualScheduleSchedulerOutput",
+    "DualScheduleState",
+]

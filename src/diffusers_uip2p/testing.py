@@ -115,29 +115,44 @@ def tiny_instruct_pix2pix_components(seed: int = 0) -> dict:
     return components
 
 
-def sd15_components(seed: int = 0, in_channels: int = 4, dtype: torch.dtype = torch.float32) -> dict:
-    """Stable Diffusion 1.5's architecture (860M UNet, 84M VAE, 123M CLIP ViT-L/14 text) with random
-    weights, for benchmarks at real size. ``in_channels=8`` gives InstructPix2Pix's UNet."""
-    tokenizer = make_clip_tokenizer()
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=64, in_channels=in_channels, out_channels=4, layers_per_block=2,
-        block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    )
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        sample_size=512, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.18215,
-    )
-    torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
+def sd15_unet_config(in_channels: int = 4) -> dict:
+    """Stable Diffusion 1.5's UNet (859.5M parameters); ``in_channels=8`` is InstructPix2Pix's."""
+    return {
+        "sample_size": 64, "in_channels": in_channels, "out_channels": 4, "layers_per_block": 2,
+        "block_out_channels": (320, 640, 1280, 1280), "cross_attention_dim": 768, "attention_head_dim": 8,
+        "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    }
+
+
+def sd15_vae_config() -> dict:
+    """Stable Diffusion 1.5's VAE (83.7M parameters, downsampling by 8)."""
+    return {
+        "sample_size": 512, "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+        "block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
+        "up_block_types": ("UpDecoderBlock2D",) * 4, "scaling_factor": 0.18215,
+    }
+
+
+def clip_vit_l14_text_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:
+    """CLIP ViT-L/14's text tower (123.1M parameters), SD 1.x's text encoder."""
+    return CLIPTextConfig(
         vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
         max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    ))
+    )
+
+
+def sd15_components(seed: int = 0, in_channels: int = 4, dtype: torch.dtype = torch.float32) -> dict:
+    """Stable Diffusion 1.5's architecture with random weights, for benchmarks at real size.
+    ``in_channels=8`` gives InstructPix2Pix's UNet. Allocates about 4 GiB in float32."""
+    tokenizer = make_clip_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**sd15_unet_config(in_channels))
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**sd15_vae_config())
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(clip_vit_l14_text_config(tokenizer))
     return {
         "vae": vae.to(dtype), "text_encoder": text_encoder.to(dtype), "tokenizer": tokenizer, "unet": unet.to(dtype),
         "scheduler": DualScheduleInversionScheduler.from_config(SD15_SCHEDULER_CONFIG),

@@ -296,14 +296,14 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         """Seed the next sampling loop with an inverted state; returns the first latent to feed the model.
 
         It survives the pipeline's own ``set_timesteps`` call, so a stock diffusers pipeline can edit from
-        an inversion: ``pipe(prompt, latents=scheduler.begin(state), num_inference_steps=N)``."""
-        self._require_timesteps()
-        self._check_state(state)
+        an inversion: ``pipe(prompt, latents=scheduler.begin(state), num_inference_steps=N)`` with the N used
+        for inversion (checked when the loop starts)."""
+        self._check_state(state, check_schedule=False)
         self._pending_state = state
         self._state, self._step_index = None, None
         return state.model_input()
 
-    def _check_state(self, state):
+    def _check_state(self, state, check_schedule: bool = True):
         if not isinstance(state, DualScheduleState):
             raise TypeError(
                 f"state must be the DualScheduleState returned by `invert`, got {type(state).__name__}; "
@@ -314,7 +314,7 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
                 f"state.primary {tuple(state.primary.shape)} and state.auxiliary "
                 f"{tuple(state.auxiliary.shape)} must have the same shape."
             )
-        if not torch.equal(state.timesteps.cpu(), self.timesteps.cpu()):
+        if check_schedule and not torch.equal(state.timesteps.cpu(), self.timesteps.cpu()):
             raise ValueError(
                 f"state was inverted with another schedule ({len(state.timesteps)} model evaluations) than the "
                 f"scheduler's current one ({len(self.timesteps)}); call set_timesteps with the same "

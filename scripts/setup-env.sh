@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Creates .venv and installs the package with its test extra, once per change of the package metadata.
+# TORCH_SPEC picks the torch build: the default is the CPU wheel these machines provide locally.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+[ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+stamp=".venv/.installed-$(cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  echo "Setting up .venv (first run only) ..."
+  .venv/bin/python -m pip install -q --disable-pip-version-check "$TORCH_SPEC"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  touch "$stamp"
+fi
