@@ -62,6 +62,9 @@ def make_clip_tokenizer(model_max_length: int = 77, merges: list[tuple[str, str]
     return CLIPTokenizer(vocab=vocab, merges=[f"{a} {b}" for a, b in merges], model_max_length=model_max_length)
 
 
+# Models are returned in eval mode, as `from_pretrained` returns them: train mode changes kernel rounding.
+
+
 def _tiny_unet(in_channels: int, cross_attention_dim: int, seed: int) -> UNet2DConditionModel:
     torch.manual_seed(seed)
     return UNet2DConditionModel(
@@ -69,7 +72,7 @@ def _tiny_unet(in_channels: int, cross_attention_dim: int, seed: int) -> UNet2DC
         out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=cross_attention_dim,
         attention_head_dim=8, norm_num_groups=8,
-    )
+    ).eval()
 
 
 def _tiny_vae(seed: int) -> AutoencoderKL:
@@ -77,7 +80,7 @@ def _tiny_vae(seed: int) -> AutoencoderKL:
     return AutoencoderKL(
         block_out_channels=(16, 32), in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8,
-    )
+    ).eval()
 
 
 def _tiny_text_encoder(tokenizer: CLIPTokenizer, hidden_size: int, seed: int) -> CLIPTextModel:
@@ -86,7 +89,7 @@ def _tiny_text_encoder(tokenizer: CLIPTokenizer, hidden_size: int, seed: int) ->
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, hidden_size=hidden_size, intermediate_size=37,
         num_attention_heads=4, num_hidden_layers=2, vocab_size=1000, max_position_embeddings=77,
-    ))
+    )).eval()
 
 
 def tiny_text_to_image_components(seed: int = 0, prediction_type: str = "epsilon") -> dict:
@@ -154,7 +157,8 @@ def sd15_components(seed: int = 0, in_channels: int = 4, dtype: torch.dtype = to
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(clip_vit_l14_text_config(tokenizer))
     return {
-        "vae": vae.to(dtype), "text_encoder": text_encoder.to(dtype), "tokenizer": tokenizer, "unet": unet.to(dtype),
+        "vae": vae.to(dtype).eval(), "text_encoder": text_encoder.to(dtype).eval(), "tokenizer": tokenizer,
+        "unet": unet.to(dtype).eval(),
         "scheduler": DualScheduleInversionScheduler.from_config(SD15_SCHEDULER_CONFIG),
     }
 

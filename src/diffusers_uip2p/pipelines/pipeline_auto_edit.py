@@ -95,7 +95,14 @@ class AutoEditPipeline(
 
     def _encode_prompts(self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, guidance_scale):
         """Text embeddings through diffusers' own `StableDiffusionPipeline.encode_prompt` (textual inversion,
-        LoRA scale and truncation handled as users expect)."""
+        LoRA scale and truncation handled as users expect). A single negative prompt applies to all."""
+        if prompt is not None:
+            prompt = as_prompt_list(prompt)
+        if negative_prompt is not None:
+            negative_prompt = as_prompt_list(negative_prompt, "negative_prompt")
+            batch_size = len(prompt) if prompt is not None else prompt_embeds.shape[0]
+            if len(negative_prompt) == 1:
+                negative_prompt = negative_prompt * batch_size
         return StableDiffusionPipeline.encode_prompt(
             self, prompt, self._execution_device, 1, guidance_scale > 1.0, negative_prompt,
             prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
@@ -199,8 +206,9 @@ class AutoEditPipeline(
             guidance_scale: defaults to the inversion's; 7.5 without inversion.
             negative_prompt: defaults to the inversion's.
             height, width, generator, latents: for generation from noise only.
-            callback_on_step_end: diffusers-style callback; a changed ``latents`` replaces the latent the
-                scheduler carries (the dual state is in ``pipe.scheduler.state``).
+            callback_on_step_end: diffusers-style callback. A returned ``latents`` replaces the latent the
+                scheduler carries; the callback may instead edit both latents of ``pipe.scheduler.state`` in
+                place (LocalBlend-style), and the next step sees the edit.
         """
         self.check_inputs(prompt, prompt_embeds, inversion, num_inference_steps, callback_on_step_end_tensor_inputs)
         scheduler = self._inversion_scheduler()
@@ -234,7 +242,10 @@ class AutoEditPipeline(
                     local_vars = locals()
                     callback_kwargs = {k: local_vars[k] for k in callback_on_step_end_tensor_inputs}
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
-                    latents = callback_outputs.pop("latents", latents)
+                    if "latents" in callback_outputs:
+                        latents = callback_outputs.pop("latents")
+                    elif i + 1 < len(timesteps):  # pick up in-place edits of scheduler.state
+                        latents = scheduler.model_input()
                     prompt_embeds = callback_outputs.pop("prompt_embeds", prompt_embeds)
                     negative_prompt_embeds = callback_outputs.pop("negative_prompt_embeds", negative_prompt_embeds)
                     model_fn = self._model_fn(prompt_embeds, negative_prompt_embeds, guidance_scale, cross_attention_kwargs)

@@ -158,6 +158,7 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = torch.from_numpy(np.arange(0, num_train_timesteps)[::-1].copy())
         self._state = None
         self._pending_state = None
+        self._handed_out = None
         self._step_index = None
 
     # ------------------------------------------------------------------ schedules
@@ -291,6 +292,11 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         return torch.device("cpu") if tensor.device.type == "mps" else tensor.device
 
     # ------------------------------------------------------------------ drop-in API
+    #
+    # A diffusers loop passes back, as ``sample``, the latent that `step` (or `begin`) handed out. The
+    # scheduler keeps the float64 dual state itself and only takes ``sample`` over when it differs from
+    # what was handed out: the caller replaced the latent (a ``callback_on_step_end`` edit). In-place
+    # edits of `state` are kept as they are; `model_input()` hands out the edited latent.
 
     def begin(self, state: DualScheduleState) -> torch.Tensor:
         """Seed the next sampling loop with an inverted state; returns the first latent to feed the model.
@@ -301,7 +307,8 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         self._check_state(state, check_schedule=False)
         self._pending_state = state
         self._state, self._step_index = None, None
-        return state.model_input()
+        self._handed_out = state.model_input()
+        return self._handed_out
 
     def _check_state(self, state, check_schedule: bool = True):
         if not isinstance(state, DualScheduleState):
@@ -324,8 +331,19 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
     @property
     def state(self) -> DualScheduleState | None:
         """The live dual state during a sampling loop: ``primary`` and ``auxiliary`` latents (float64).
-        Callers may modify them in place between steps (e.g. P2P's LocalBlend)."""
+        Callers may modify them in place between steps (e.g. P2P's LocalBlend); see `model_input`."""
         return self._state
+
+    def _next_branch(self) -> str:
+        """Which latent the next `step` evaluates: evaluations alternate auxiliary, primary, …"""
+        return "auxiliary" if self._step_index % 2 == 0 else "primary"
+
+    def model_input(self) -> torch.Tensor:
+        """The latent the next step evaluates, in the model's dtype; reflects in-place edits of `state`."""
+        if self._state is None or self._step_index >= len(self.timesteps):
+            raise RuntimeError("model_input() is only defined inside a sampling loop, between steps.")
+        self._handed_out = getattr(self._state, self._next_branch()).to(self._state.model_dtype)
+        return self._handed_out
 
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
         return sample
@@ -340,9 +358,9 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         """One sampling step of the dual schedule: Eq. 13 after an evaluation at an auxiliary timestep,
         Eq. 14 after one at a primary timestep.
 
-        ``sample`` is the latent the model just evaluated. If the caller changed it since the previous
-        step (a ``callback_on_step_end`` edit), the changed value replaces the carried latent; otherwise
-        the float64 carry is kept, which is what makes reconstruction exact.
+        ``sample`` is the latent the model just evaluated. If it is not the latent this scheduler handed
+        out last, the caller replaced it and it replaces the carried float64 latent; otherwise the carry is
+        kept, which is what makes reconstruction exact.
         """
         if self.num_inference_steps is None:
             raise RuntimeError("Call `set_timesteps(num_inference_steps)` before `step`.")
@@ -358,20 +376,18 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
                 f"sample has shape {tuple(sample.shape)} but the dual state has {tuple(self._state.primary.shape)}."
             )
 
+        state, branch = self._state, self._next_branch()
+        if self._handed_out is None or not torch.equal(sample, self._handed_out.to(sample.device)):
+            setattr(state, branch, sample.to(state.primary.device, CARRY_DTYPE))
+        evaluated = getattr(state, branch)
+
         # k indexes the ascending schedules: an auxiliary evaluation is at τ_k and moves z̃ᵖ from t_{k+1}
         # to t_k; a primary evaluation is at t_{k+1} and moves z̃ᵃ from τ_{k+1} to τ_k.
-        state, k = self._state, (len(self.timesteps) - 1 - i) // 2
+        k = (len(self.timesteps) - 1 - i) // 2
         t, tau = self.primary_timesteps.flip(0).tolist(), self.auxiliary_timesteps.flip(0).tolist()
-        evaluated_auxiliary = i % 2 == 0
-        name = "auxiliary" if evaluated_auxiliary else "primary"
-        carried = getattr(state, name)
-        if not torch.equal(sample, carried.to(sample.device, sample.dtype)):
-            carried = sample.to(carried.device, CARRY_DTYPE)
-            setattr(state, name, carried)
-        eval_t = tau[k] if evaluated_auxiliary else t[k + 1]
-        eps = self._to_epsilon(model_output.to(carried.device), carried, eval_t)
-
-        if evaluated_auxiliary:
+        eval_t = tau[k] if branch == "auxiliary" else t[k + 1]
+        eps = self._to_epsilon(model_output.to(evaluated.device), evaluated, eval_t)
+        if branch == "auxiliary":
             state.primary = self._ddim_move(state.primary, eps, t[k + 1], t[k])  # Eq. 13
             if k == 0:  # last step: undo the start of `invert` with the same ε(z̃ᵃ(τ_0), τ_0)
                 prev = self._ddim_move(state.primary, eps, t[0], None)
@@ -381,26 +397,27 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
             state.auxiliary = self._ddim_move(state.auxiliary, eps, tau[k + 1], tau[k])  # Eq. 14
             prev = state.auxiliary
         alpha = self._alpha(eval_t)
-        x0 = (carried - (1 - alpha).sqrt() * eps) / alpha.sqrt()
+        x0 = (evaluated - (1 - alpha).sqrt() * eps) / alpha.sqrt()
         self._step_index += 1
 
         prev_sample, x0 = prev.to(sample.device, sample.dtype), x0.to(sample.device, sample.dtype)
+        self._handed_out = prev_sample
         if not return_dict:
             return (prev_sample, x0)
         return DualScheduleSchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
 
     def _start_loop(self, sample: torch.Tensor):
-        """Take the seeded state from `begin`, or start from noise: both latents set to ``sample``."""
+        """Take the state seeded by `begin`, or start from noise with both latents set to ``sample``."""
         seeded, self._pending_state = self._pending_state, None
         if seeded is None:
             z = sample.to(self._carry_device(sample), CARRY_DTYPE)
-            seeded = DualScheduleState(primary=z, auxiliary=z.clone(), timesteps=self.timesteps.cpu(), model_dtype=sample.dtype)
+            seeded = DualScheduleState(primary=z, auxiliary=z.clone(), timesteps=self.timesteps.cpu(),
+                                       model_dtype=sample.dtype)
+            self._handed_out = sample
         else:
             self._check_state(seeded)
-            seeded = DualScheduleState(
-                primary=seeded.primary.clone(), auxiliary=seeded.auxiliary.clone(),
-                timesteps=seeded.timesteps, model_dtype=seeded.model_dtype,
-            )
+            seeded = DualScheduleState(primary=seeded.primary.clone(), auxiliary=seeded.auxiliary.clone(),
+                                       timesteps=seeded.timesteps, model_dtype=seeded.model_dtype)
         self._state, self._step_index = seeded, 0
 
     def __len__(self):

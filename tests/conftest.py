@@ -1,0 +1,35 @@
+"""Every test runs offline: no Hub, no network. Any non-loopback connection raises."""
+
+import os
+import tempfile
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import PIL.Image  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from diffusers.utils import logging as diffusers_logging  # noqa: E402
+
+from diffusers_uip2p.testing import forbid_network  # noqa: E402
+
+diffusers_logging.disable_progress_bar()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline():
+    with forbid_network():
+        yield
+
+
+@pytest.fixture
+def rgb_image():
+    """A 16×16 RGB test image (the tiny VAE downsamples by 2: 8×8 latents)."""
+    return PIL.Image.fromarray(np.random.RandomState(0).randint(0, 256, (16, 16, 3), np.uint8))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
