@@ -26,8 +26,11 @@ For each guidance scale and method it measures
 It also measures how fragile exactness is: DSI returns the clean latents bit for bit only when sampling
 hands the model bitwise-identical inputs to those of inversion. The row "DSI, sampled in a batch of 2"
 inverts with batch 1 and samples the same state repeated to batch 2 (prompt encoded as [prompt, prompt]);
-the UNet kernels for another batch size may round differently by about one ulp, and the coupled chain
-amplifies that. Its error is taken on the first image of the batch.
+the UNet kernels for another batch size may round differently in the last bits, and the coupled chain
+amplifies that. Its error is taken on the first image of the batch. To show the seed of the divergence, the
+first sampling call is also made in both batch sizes on the same latent, and the difference of the UNet
+outputs is reported (max absolute, relative L2, median in ulps of the batch-1 output, fraction of elements
+that differ).
 
 Usage (from the repository root)::
 
@@ -89,11 +92,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arch", choices=("tiny", "sd15"), default="tiny",
                         help="tiny random model on the 64×64 sample, or SD-1.5's architecture with random "
                              "weights on the sample resized to 512×512 (default tiny)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="DSI primary steps N; DDIM gets 2N-2 (default 50; try 5 for sd15 on a CPU)")
-    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0, 4.0, 7.5])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    parser.add_argument("--steps", type=int, default=50,
+                        help="DSI primary steps N; DDIM gets 2N-2 (default 50; for sd15 on a CPU try 5, or 3 on a "
+                             "slow or shared one)")
+    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0, 4.0, 7.5],
+                        help="classifier-free guidance scales, each a separate table (default: 1 4 7.5)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="default cuda when available, else cpu")
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                        help="model dtype (the VAE always runs in float32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method after one warm-up (default 3)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's own choice); on a CPU shared with other "
@@ -101,9 +108,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompt", default=PROMPT)
     parser.add_argument("--output", default="benchmarks/results", help="folder for the JSON report")
     args = parser.parse_args(argv)
-    args.steps = args.steps or 50
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.steps < 2:
+        parser.error("--steps must be at least 2 (DSI needs two primary timesteps)")
     return args
 
 
@@ -245,15 +253,30 @@ def accuracy(pipe, reconstruction, latents, ceiling) -> dict:
     }
 
 
+def first_call_difference(model_fn, model_fn2, state, timestep) -> dict:
+    """The seed of the divergence: the model's output on the same latent, alone and in a batch of 2."""
+    single = model_fn(state.model_input(), timestep)
+    batched = model_fn2(repeat_state(state, 2).model_input(), timestep)[:1]
+    diff = (batched.double() - single.double()).abs()
+    ulp = (torch.nextafter(single.abs(), torch.tensor(float("inf"), dtype=single.dtype)) - single.abs()).double()
+    return {"max_abs": diff.max().item(), "relative": (diff.norm() / single.double().norm()).item(),
+            "median_ulps": (diff / ulp).median().item(),
+            "fraction_of_elements_differing": (diff > 0).double().mean().item()}
+
+
 def batch2_sensitivity(pipe, latents, model_fn, prompt: str, guidance_scale: float, steps: int, bar) -> dict:
-    """Invert with batch 1, sample the repeated state with batch 2; error of the first image."""
+    """Invert with batch 1, sample the repeated state with batch 2; error of the first image. Also compares
+    the first sampling call's output in both batch sizes (two extra UNet calls, not part of the count)."""
     scheduler = pipe.scheduler
     scheduler.set_timesteps(steps, device=latents.device)
     state = scheduler.invert(latents, model_fn)
-    model_fn2 = Progress(model_fn_for(pipe, [prompt, prompt], guidance_scale), bar)
-    reconstruction = scheduler.sample(repeat_state(state, 2), model_fn2)
-    return {"reconstruction": reconstruction[:1], "sampling_unet_calls": model_fn2.calls,
-            "batch_rows_identical": bool(torch.equal(reconstruction[0], reconstruction[1]))}
+    model_fn2 = model_fn_for(pipe, [prompt, prompt], guidance_scale)
+    first_call = first_call_difference(model_fn, model_fn2, state, scheduler.timesteps[0])
+    counted2 = Progress(model_fn2, bar)
+    reconstruction = scheduler.sample(repeat_state(state, 2), counted2)
+    return {"reconstruction": reconstruction[:1], "sampling_unet_calls": counted2.calls,
+            "batch_rows_identical": bool(torch.equal(reconstruction[0], reconstruction[1])),
+            "first_sampling_call_output_batch2_vs_batch1": first_call}
 
 
 def bench_guidance(pipe, latents, ceiling, args, guidance_scale: float, bar: tqdm) -> dict:
@@ -284,6 +307,7 @@ def bench_guidance(pipe, latents, ceiling, args, guidance_scale: float, bar: tqd
     result["methods"][DSI_BATCH2] = {
         "steps": args.steps, "sampling_unet_calls": batch2["sampling_unet_calls"],
         "batch_rows_identical": batch2["batch_rows_identical"],
+        "first_sampling_call_output_batch2_vs_batch1": batch2["first_sampling_call_output_batch2_vs_batch1"],
         **accuracy(pipe, batch2["reconstruction"], latents, ceiling),
     }
     dsi, ddim = result["methods"][DSI], result["methods"][DDIM]
@@ -317,6 +341,11 @@ def markdown_table(result: dict) -> str:
         lines.append(f"| {name} | {m['steps']} | {calls} | {m['latent_relative_error']:.3e} "
                      f"| {'yes' if m['bitwise_exact'] else 'no'} | {_fmt_psnr(m['psnr_vs_vae_round_trip_db'])} "
                      f"| {seconds} | {memory} |")
+    first = result["methods"][DSI_BATCH2]["first_sampling_call_output_batch2_vs_batch1"]
+    lines += ["", f"Batch-2 row: first sampling call, UNet output in batch 2 vs batch 1 on the same latent: max abs "
+                  f"difference {first['max_abs']:.2e}, relative (L2) {first['relative']:.2e}, median "
+                  f"{first['median_ulps']:.0f} ulp; {100 * first['fraction_of_elements_differing']:.1f}% of "
+                  "elements differ"]
     ratio = result["dsi_over_ddim"]
     memory_ratio = "n/a" if ratio["memory"] is None else f"{ratio['memory']:.2f}"
     lines += ["", f"DSI/DDIM: time {ratio['time']:.2f}×, peak memory {memory_ratio}×"]
@@ -329,7 +358,8 @@ def report_header(report: dict) -> str:
         f"Command: `{report['command']}`",
         f"Machine: {env['device_name']}, {env['cpu_count']} CPUs ({env['torch_threads']} torch threads), "
         f"device {env['device']}; torch {env['torch']}, diffusers {env['diffusers']}; load average (1 min) "
-        f"{env['load_average_1_5_15min_at_start'][0]:.2f} at start, {env['load_average_1_5_15min_at_end'][0]:.2f} at end",
+        f"{env['load_average_1_5_15min_at_start'][0]:.2f} at start, "
+        f"{env['load_average_1_5_15min_at_end'][0]:.2f} at end",
         f"Model: {setup['model']}; image {setup['image_size']}, latents {setup['latent_shape']}, "
         f"dtype {setup['dtype']}; prompt \"{setup['prompt']}\"",
         f"VAE round trip PSNR vs input: {setup['vae_round_trip_psnr_vs_input_db']:.2f} dB",
@@ -356,8 +386,11 @@ def main(argv: list[str] | None = None) -> dict:
         ceiling = pipe.decode_latents_to_images(latents, "pt")
         original = pipe.image_processor.postprocess(pixels, output_type="pt")
 
+    # Expected UNet calls, for the progress bar only: DSI 2N-2 to invert and 2N-3 to sample, DDIM 2M; the
+    # batch-2 row inverts once more, makes one extra batch-1 call and samples (batch-2 calls not shown).
     dsi_calls, ddim_calls = 4 * args.steps - 5, 2 * ddim_steps_for_same_budget(args.steps)
-    total = len(args.guidance_scales) * ((args.repeats + 1) * (dsi_calls + ddim_calls) + 2 * args.steps - 2 + 2 * args.steps - 3)
+    per_guidance = (args.repeats + 1) * (dsi_calls + ddim_calls) + (2 * args.steps - 2) + 1 + (2 * args.steps - 3)
+    total = len(args.guidance_scales) * per_guidance
     results = []
     with tqdm(total=total, unit="UNet call", file=sys.stderr, dynamic_ncols=True, mininterval=1.0) as bar:
         for guidance_scale in args.guidance_scales:

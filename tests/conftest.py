@@ -16,6 +16,9 @@ from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from diffusers_uip2p.testing import forbid_network  # noqa: E402
 
 diffusers_logging.disable_progress_bar()
+# Tiny models gain nothing from intra-op threads, and OpenMP spin-waiting makes a shared 2-core machine
+# an order of magnitude slower when another process competes (measured: ~2 min alone vs >30 min).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")

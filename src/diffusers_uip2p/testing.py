@@ -59,7 +59,7 @@ def make_clip_tokenizer(model_max_length: int = 77, merges: list[tuple[str, str]
         vocab.setdefault(left + right, len(vocab))
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[f"{a} {b}" for a, b in merges], model_max_length=model_max_length)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
 # Models are returned in eval mode, as `from_pretrained` returns them: train mode changes kernel rounding.
