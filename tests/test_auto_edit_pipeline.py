@@ -71,6 +71,11 @@ def test_generation_from_noise(pipe):
     assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
 
 
+def test_generation_size_must_fit_the_vae(pipe):
+    with pytest.raises(ValueError, match="`height` must be a positive multiple of 2, got 15"):
+        pipe("a red circle", num_inference_steps=3, height=15, width=16)
+
+
 def test_foreign_scheduler_is_converted(rgb_image):
     components = tiny_text_to_image_components()
     components["scheduler"] = PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG)

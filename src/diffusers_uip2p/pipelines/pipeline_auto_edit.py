@@ -156,7 +156,8 @@ class AutoEditPipeline(
 
     # ------------------------------------------------------------------ sampling
 
-    def check_inputs(self, prompt, prompt_embeds, inversion, num_inference_steps, callback_on_step_end_tensor_inputs):
+    def check_inputs(self, prompt, prompt_embeds, inversion, num_inference_steps, height, width,
+                     callback_on_step_end_tensor_inputs):
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("Give exactly one of `prompt` and `prompt_embeds`.")
         if prompt is not None:
@@ -171,6 +172,9 @@ class AutoEditPipeline(
                     f"num_inference_steps={num_inference_steps} differs from the {inversion.num_inference_steps} "
                     "steps used for inversion; sampling must walk the same dual schedule."
                 )
+        for name, size in (("height", height), ("width", width)):
+            if size is not None and (size <= 0 or size % self.vae_scale_factor):
+                raise ValueError(f"`{name}` must be a positive multiple of {self.vae_scale_factor}, got {size}.")
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}.")
@@ -210,7 +214,8 @@ class AutoEditPipeline(
                 scheduler carries; the callback may instead edit both latents of ``pipe.scheduler.state`` in
                 place (LocalBlend-style), and the next step sees the edit.
         """
-        self.check_inputs(prompt, prompt_embeds, inversion, num_inference_steps, callback_on_step_end_tensor_inputs)
+        self.check_inputs(prompt, prompt_embeds, inversion, num_inference_steps, height, width,
+                          callback_on_step_end_tensor_inputs)
         scheduler = self._inversion_scheduler()
         device = self._execution_device
         if inversion is not None:
