@@ -221,11 +221,6 @@ class Progress(CountingModelFn):
         return super().__call__(sample, timestep)
 
 
-def model_fn_for(pipe: AutoEditPipeline, prompts: list[str], guidance_scale: float):
-    embeds, negative = pipe._encode_prompts(prompts, None, None, None, guidance_scale)
-    return pipe._model_fn(embeds, negative, guidance_scale)
-
-
 def timed_run(method: str, pipe, latents, model_fn, steps: int, device: str) -> dict:
     """One inversion + reconstruction; returns reconstruction, UNet calls, seconds and peak memory."""
     with PeakMemory(device) as memory:
@@ -270,7 +265,7 @@ def batch2_sensitivity(pipe, latents, model_fn, prompt: str, guidance_scale: flo
     scheduler = pipe.scheduler
     scheduler.set_timesteps(steps, device=latents.device)
     state = scheduler.invert(latents, model_fn)
-    model_fn2 = model_fn_for(pipe, [prompt, prompt], guidance_scale)
+    model_fn2 = pipe.guided_model_fn([prompt, prompt], guidance_scale)
     first_call = first_call_difference(model_fn, model_fn2, state, scheduler.timesteps[0])
     counted2 = Progress(model_fn2, bar)
     reconstruction = scheduler.sample(repeat_state(state, 2), counted2)
@@ -281,7 +276,7 @@ def batch2_sensitivity(pipe, latents, model_fn, prompt: str, guidance_scale: flo
 
 def bench_guidance(pipe, latents, ceiling, args, guidance_scale: float, bar: tqdm) -> dict:
     """All measurements at one guidance scale."""
-    model_fn = Progress(model_fn_for(pipe, [args.prompt], guidance_scale), bar)
+    model_fn = Progress(pipe.guided_model_fn([args.prompt], guidance_scale), bar)
     runs = {DSI: [], DDIM: []}
     with torch.no_grad():
         for repeat in range(args.repeats + 1):  # repeat 0 is the warm-up

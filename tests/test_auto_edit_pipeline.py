@@ -56,6 +56,16 @@ def test_one_inversion_several_branches(pipe, rgb_image):
     assert np.abs(out.images[0] - inversion.vae_reconstruction[0]).max() < 0.1
 
 
+def test_inverting_in_the_sampling_layout_keeps_the_source_branch_exact(pipe, rgb_image):
+    """Kernel rounding depends on the batch shape, not on the other elements: invert [image, image] with
+    [source, source] and a [source, target] edit reconstructs its source branch bit for bit."""
+    source = "a red circle"
+    inversion = pipe.invert([rgb_image, rgb_image], [source, source], num_inference_steps=50, output_type="np")
+    out = pipe([source, "a blue square"], inversion=inversion, output_type="np")
+    assert torch.equal(out.latents[0], inversion.latents[0])
+    assert not torch.equal(out.latents[1], inversion.latents[1])
+
+
 def test_defaults_come_from_the_inversion(pipe, rgb_image):
     inversion = pipe.invert(rgb_image, "a red circle", num_inference_steps=7, guidance_scale=3.0,
                             negative_prompt="blurry", output_type="np")

@@ -49,8 +49,7 @@ def reconstruct(args: argparse.Namespace) -> dict:
     dsi = pipe(args.prompt, inversion=inversion, output_type="pt")
     hook.remove()
 
-    embeds, negative = pipe._encode_prompts([args.prompt], None, None, None, args.guidance_scale)
-    model_fn = pipe._model_fn(embeds, negative, args.guidance_scale)
+    model_fn = pipe.guided_model_fn(args.prompt, args.guidance_scale)
     with torch.no_grad():
         ddim_latents, ddim_calls = ddim_round_trip(pipe.scheduler.config, inversion.latents, model_fn,
                                                    ddim_steps_for_same_budget(args.steps))

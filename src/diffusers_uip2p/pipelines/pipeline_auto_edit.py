@@ -108,6 +108,13 @@ class AutoEditPipeline(
             prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
         )
 
+    def guided_model_fn(self, prompt: str | list[str], guidance_scale: float = 7.5,
+                        negative_prompt: str | list[str] | None = None):
+        """The ``model_fn(latents, t)`` that `invert` and `__call__` use for these prompts: hand it to
+        `DualScheduleInversionScheduler.invert`/`sample` or to another inversion method to compare."""
+        prompt_embeds, negative_embeds = self._encode_prompts(prompt, negative_prompt, None, None, guidance_scale)
+        return self._model_fn(prompt_embeds, negative_embeds, guidance_scale)
+
     # ------------------------------------------------------------------ inversion
 
     @torch.no_grad()
