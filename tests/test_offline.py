@@ -3,6 +3,7 @@ import threading
 
 import pytest
 from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import LocalEntryNotFoundError
 
 
 def test_non_loopback_connection_fails():
@@ -27,5 +28,6 @@ def test_loopback_connection_works():
 
 
 def test_hub_download_is_refused():
-    with pytest.raises(Exception):
+    """HF_HUB_OFFLINE is set for the whole suite: a download fails locally, before any connection."""
+    with pytest.raises(LocalEntryNotFoundError):
         hf_hub_download("stable-diffusion-v1-5/stable-diffusion-v1-5", "model_index.json")

@@ -109,11 +109,11 @@ class AutoEditPipeline(
         )
 
     def guided_model_fn(self, prompt: str | list[str], guidance_scale: float = 7.5,
-                        negative_prompt: str | list[str] | None = None):
+                        negative_prompt: str | list[str] | None = None, cross_attention_kwargs: dict | None = None):
         """The ``model_fn(latents, t)`` that `invert` and `__call__` use for these prompts: hand it to
         `DualScheduleInversionScheduler.invert`/`sample` or to another inversion method to compare."""
         prompt_embeds, negative_embeds = self._encode_prompts(prompt, negative_prompt, None, None, guidance_scale)
-        return self._model_fn(prompt_embeds, negative_embeds, guidance_scale)
+        return self._model_fn(prompt_embeds, negative_embeds, guidance_scale, cross_attention_kwargs)
 
     # ------------------------------------------------------------------ inversion
 
@@ -147,13 +147,10 @@ class AutoEditPipeline(
                 prompts = prompts * pixels.shape[0]
             else:
                 raise ValueError(f"Got {pixels.shape[0]} images in `image` but {len(prompts)} prompts in `prompt`.")
-        if negative_prompt is not None:
-            as_prompt_list(negative_prompt, "negative_prompt")
 
         scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
         latents = self.encode_images(pixels).to(self._execution_device, self.unet.dtype)
-        prompt_embeds, negative_embeds = self._encode_prompts(prompts, negative_prompt, None, None, guidance_scale)
-        model_fn = self._model_fn(prompt_embeds, negative_embeds, guidance_scale, cross_attention_kwargs)
+        model_fn = self.guided_model_fn(prompts, guidance_scale, negative_prompt, cross_attention_kwargs)
         state = scheduler.invert(latents, model_fn, progress_bar=self.progress_bar)
         return DualScheduleInversionOutput(
             state=state, latents=latents, vae_reconstruction=self.decode_latents_to_images(latents, output_type),

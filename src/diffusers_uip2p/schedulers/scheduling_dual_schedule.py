@@ -21,7 +21,6 @@ other latent, which sampling has already restored. So sampling retraces inversio
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
