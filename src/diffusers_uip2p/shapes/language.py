@@ -1,0 +1,157 @@
+"""Reading the Shapes world's language: captions back into scenes, instructions applied to scenes.
+
+Both are exact inverses of what `Scene.caption` and the edit templates write. Words outside the world's
+vocabulary raise a `ValueError` that lists the vocabulary.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from .edits import DIRECTION_PHRASE, DIRECTIONS, STYLE_TARGET, TEMPLATES
+from .scenes import (
+    BACKGROUNDS,
+    COLOURS,
+    COLUMNS,
+    PATTERNS,
+    ROWS,
+    SHAPES,
+    SIZES,
+    STYLE_PHRASES,
+    TURNED_WORD,
+    Scene,
+    ShapeObject,
+    check_word,
+)
+
+_PLACES = {"in the center": (1, 1)}
+_PLACES.update({f"on the {c}": (1, j) for j, c in enumerate(COLUMNS) if c != "center"})
+_PLACES.update({f"at the {r}": (i, 1) for i, r in enumerate(ROWS) if r != "middle"})
+_PLACES.update({f"at the {r} {c}": (i, j) for i, r in enumerate(ROWS) for j, c in enumerate(COLUMNS)
+                if r != "middle" and c != "center"})
+_PLACE_RE = "|".join(sorted(map(re.escape, _PLACES), key=len, reverse=True))
+_OBJECT_RE = re.compile(rf"(?:an? )?(?P<size>\w+) (?:(?P<turned>upside-down|tilted) )?(?P<colour>\w+) (?P<shape>\w+) "
+                        rf"(?P<place>{_PLACE_RE})$")
+
+
+def parse_object(text: str) -> ShapeObject:
+    """"a small red circle at the top left" → ShapeObject."""
+    match = _OBJECT_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"Cannot read an object from {text!r}; expected e.g. 'a small red circle at the top left'.")
+    shape = check_word("shape", match["shape"], SHAPES)
+    turned = match["turned"] is not None
+    if turned and TURNED_WORD.get(shape) != match["turned"]:
+        raise ValueError(f"A {shape} cannot be {match['turned']}.")
+    row, column = _PLACES[match["place"]]
+    return ShapeObject(shape, check_word("colour", match["colour"], COLOURS), check_word("size", match["size"], SIZES),
+                       row, column, turned)
+
+
+def parse_caption(caption: str) -> Scene:
+    """Invert `Scene.caption`: the scene a caption describes."""
+    text = caption.strip()
+    style = "filled"
+    for name, phrase in STYLE_PHRASES.items():
+        if phrase and text.startswith(phrase):
+            style, text = name, text[len(phrase):]
+    match = re.match(r"(?P<objects>.+) on an? (?:(?P<pattern>\w+) )?(?P<background>\w+) background$", text)
+    if not match:
+        raise ValueError(f"Cannot read a scene from {caption!r}; expected '<objects> on a <colour> background'.")
+    pieces = re.split(r", | and (?=an? )", match["objects"])
+    objects = tuple(parse_object(piece) for piece in pieces)
+    pattern = check_word("background pattern", match["pattern"] or "plain", PATTERNS)
+    return Scene(objects, check_word("background colour", match["background"], BACKGROUNDS), pattern, style)
+
+
+# --- instructions --------------------------------------------------------------------------------------
+
+_SLOTS = {
+    "name": r"(?P<name>\w+ \w+)",
+    "shape": r"(?P<shape>\w+)",
+    "colour": r"(?P<colour>\w+)",
+    "size": r"(?P<size>\w+)",
+    "direction": "(?P<direction>" + "|".join(DIRECTION_PHRASE.values()) + ")",
+    "background": r"(?P<background>\w+)",
+    "object": r"(?P<object>.+)",
+    "style": "(?P<style>" + "|".join(map(re.escape, STYLE_TARGET.values())) + ")",
+    "turn": r"(?P<turn>(?:turn the \w+ \w+ upside down|tilt the \w+ \w+|straighten the \w+ \w+))",
+}
+
+
+def _template_regex(template: str) -> re.Pattern:
+    """A template's literal text escaped ("a" also matching "an"), its {slots} as named groups."""
+    parts = re.split(r"(\{\w+\})", template)
+    regex = "".join(_SLOTS[p[1:-1]] if p.startswith("{") else re.escape(p).replace(r"a\ ", r"an?\ ") for p in parts)
+    return re.compile(regex + "$")
+
+
+_INSTRUCTIONS = [(kind, _template_regex(t)) for kind, templates in TEMPLATES.items() for t in templates]
+
+
+def _name(scene: Scene, name: str) -> ShapeObject:
+    colour, shape = name.split(" ")
+    check_word("colour", colour, COLOURS)
+    check_word("shape", shape, SHAPES)
+    return scene.find(name)
+
+
+def apply_instruction(scene: Scene, instruction: str) -> Scene:
+    """The scene that results from following ``instruction`` (any phrasing the edit templates produce).
+
+    Phrasings overlap ("make the red circle large|blue"), so every matching template is tried and the
+    first whose words make sense wins; otherwise the first error (e.g. an unknown colour) is raised."""
+    text = instruction.strip().lower()
+    errors = []
+    for kind, regex in _INSTRUCTIONS:
+        match = regex.match(text)
+        if match:
+            try:
+                return _apply(scene, kind, match.groupdict())
+            except ValueError as error:
+                errors.append(error)
+    if errors:
+        raise errors[0]
+    raise ValueError(f"Cannot follow {instruction!r}; known phrasings: "
+                     + "; ".join(t for ts in TEMPLATES.values() for t in ts) + ".")
+
+
+_VOCABULARY = {"colour": ("colour", COLOURS), "shape": ("shape", SHAPES), "size": ("size", SIZES)}
+
+
+def _apply(scene: Scene, kind: str, words: dict) -> Scene:
+    for key, (kind_name, vocabulary) in _VOCABULARY.items():  # unknown words first, then the scene
+        if words.get(key) is not None:
+            check_word(kind_name, words[key], vocabulary)
+    if kind == "rotate":
+        turn = words["turn"]
+        obj = _name(scene, re.search(r"the (\w+ \w+)", turn)[1])
+        wants_turned = {"tilt": True, "straighten": False}.get(turn.split()[0], not obj.turned)
+        if wants_turned == obj.turned:
+            raise ValueError(f"The {obj.name} is already {'turned' if obj.turned else 'upright'}.")
+        return scene.with_object(obj, replace(obj, turned=wants_turned))
+    if kind == "background":
+        word = words["background"]
+        if word in PATTERNS:
+            return replace(scene, pattern=word)
+        return replace(scene, background=check_word("background colour or pattern", word, {*BACKGROUNDS, *PATTERNS}))
+    if kind == "add":
+        return replace(scene, objects=scene.objects + (parse_object(words["object"]),))
+    if kind == "style":
+        return replace(scene, style={v: k for k, v in STYLE_TARGET.items()}[words["style"]])
+    obj = _name(scene, words["name"])
+    if kind == "shape_swap":
+        colour = words.get("colour") or obj.colour
+        if colour != obj.colour:
+            raise ValueError(f"'{words['name']}' cannot become a {colour} {words['shape']} in a shape swap.")
+        return scene.with_object(obj, replace(obj, shape=check_word("shape", words["shape"], SHAPES), turned=False))
+    if kind == "colour_change":
+        return scene.with_object(obj, replace(obj, colour=check_word("colour", words["colour"], COLOURS)))
+    if kind == "move":
+        direction = {v: k for k, v in DIRECTION_PHRASE.items()}[words["direction"]]
+        dr, dc = DIRECTIONS[direction]
+        return scene.with_object(obj, replace(obj, row=obj.row + dr, column=obj.column + dc))
+    if kind == "resize":
+        return scene.with_object(obj, replace(obj, size=check_word("size", words["size"], SIZES)))
+    return scene.with_object(obj, None)  # remove

@@ -1,0 +1,103 @@
+"""The Shapes world: deterministic scenes, exact captions, edits with true results and exact reverses."""
+
+import random
+
+import numpy as np
+import pytest
+
+from diffusers_uip2p.shapes import (
+    HELD_OUT_PAIRS,
+    TEMPLATES,
+    Scene,
+    ShapeObject,
+    make_edit,
+    random_edit,
+    random_scene,
+    render,
+)
+from diffusers_uip2p.shapes.language import _template_regex, apply_instruction, parse_caption
+
+OBJECT_KINDS = ("shape_swap", "colour_change", "move", "resize", "rotate", "add", "remove")
+
+
+def scenes(n, seed=0, **kwargs):
+    rng = random.Random(seed)
+    return [random_scene(rng, **kwargs) for _ in range(n)]
+
+
+def test_generator_is_deterministic():
+    assert scenes(50, seed=7) == scenes(50, seed=7)
+    assert scenes(50, seed=7) != scenes(50, seed=8)
+    first, again = scenes(1, seed=3)[0], scenes(1, seed=3)[0]
+    assert render(first).tobytes() == render(again).tobytes()
+    assert render(first).size == (64, 64) and render(first).mode == "RGB"
+
+
+def test_captions_are_exact():
+    for scene in scenes(500):
+        assert parse_caption(scene.caption()) == scene
+    described = [s.caption() for s in scenes(500)]
+    renders = {s.caption(): render(s).tobytes() for s in scenes(500)}
+    assert len(set(renders.values())) == len(set(described)), "different captions draw different pictures"
+
+
+def _cells_box(objects, margin):
+    mask = np.zeros((64, 64), bool)
+    for obj in objects:
+        cx, cy = 12 + 20 * obj.column, 12 + 20 * obj.row
+        mask[max(0, cy - 11 - margin): cy + 12 + margin, max(0, cx - 11 - margin): cx + 12 + margin] = True
+    return mask
+
+
+@pytest.mark.parametrize("kind", list(TEMPLATES))
+def test_every_edit_kind_has_a_true_result_and_an_exact_reverse(kind):
+    rng, made = random.Random(kind), 0
+    for scene in scenes(150, seed=1):
+        edit = make_edit(scene, kind, rng)
+        if edit is None:
+            continue
+        made += 1
+        before, after = np.asarray(render(edit.source)), np.asarray(render(edit.target))
+        changed = (before != after).any(-1)
+        assert changed.any(), f"{edit.instruction!r} changed nothing"
+        if kind in OBJECT_KINDS:  # only the edited object's old and new cells may change
+            moved = set(edit.source.objects) ^ set(edit.target.objects)
+            margin = 4 if scene.style == "pixelated" else 0
+            assert not (changed & ~_cells_box(moved, margin)).any(), edit.instruction
+        assert apply_instruction(edit.source, edit.instruction) == edit.target
+        assert apply_instruction(edit.target, edit.reverse_instruction) == edit.source
+        assert edit.reversed().target == edit.source
+        assert parse_caption(edit.edited_caption) == edit.target
+    assert made >= 20
+
+
+def test_training_edits_avoid_held_out_phrasings_and_pairs():
+    held_out = [_template_regex(templates[-1]) for templates in TEMPLATES.values()]
+    rng = random.Random(0)
+    for scene in scenes(400, seed=2, exclude=HELD_OUT_PAIRS):
+        assert not {(o.colour, o.shape) for o in scene.objects} & HELD_OUT_PAIRS
+        edit = random_edit(scene, rng, held_out=False)
+        assert not any(r.match(edit.instruction) for r in held_out), edit.instruction
+        assert not {(o.colour, o.shape) for o in edit.target.objects} & HELD_OUT_PAIRS
+    test_edits = [random_edit(s, rng, held_out=True) for s in scenes(400, seed=3)]
+    assert any(any(r.match(e.instruction) for r in held_out) for e in test_edits)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda s: apply_instruction(s, "make the mauve circle blue"), "Unknown colour 'mauve'; the Shapes world knows: black"),
+        (lambda s: apply_instruction(s, "turn the red star into a circle"), "Unknown shape 'star'; the Shapes world knows: circle"),
+        (lambda s: apply_instruction(s, "make the red circle teal"), "Unknown colour 'teal'"),
+        (lambda s: apply_instruction(s, "dance the red circle"), "Cannot follow"),
+        (lambda s: parse_caption("a small teal circle at the top on a white background"), "Unknown colour 'teal'"),
+        (lambda s: parse_caption("a small red blob at the top on a white background"), "Unknown shape 'blob'"),
+        (lambda s: ShapeObject("circle", "red", "huge", 0, 0), "Unknown size 'huge'"),
+        (lambda s: ShapeObject("circle", "red", "small", 0, 0, turned=True), "cannot be turned"),
+        (lambda s: Scene((ShapeObject("circle", "white", "small", 0, 0),), background="white"), "background's colour"),
+    ],
+)
+def test_bad_words_get_clear_errors(call, match):
+    scene = Scene((ShapeObject("circle", "red", "small", 0, 0), ShapeObject("square", "blue", "large", 1, 1)))
+    with pytest.raises(ValueError, match=match):
+        call(scene)
