@@ -7,6 +7,7 @@ import pytest
 
 from diffusers_uip2p.shapes import (
     HELD_OUT_PAIRS,
+    HELD_OUT_TEMPLATE,
     TEMPLATES,
     Scene,
     ShapeObject,
@@ -72,7 +73,7 @@ def test_every_edit_kind_has_a_true_result_and_an_exact_reverse(kind):
 
 
 def test_training_edits_avoid_held_out_phrasings_and_pairs():
-    held_out = [_template_regex(templates[-1]) for templates in TEMPLATES.values()]
+    held_out = [_template_regex(templates[HELD_OUT_TEMPLATE]) for templates in TEMPLATES.values()]
     rng = random.Random(0)
     for scene in scenes(400, seed=2, exclude=HELD_OUT_PAIRS):
         assert not {(o.colour, o.shape) for o in scene.objects} & HELD_OUT_PAIRS

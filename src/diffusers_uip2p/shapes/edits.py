@@ -13,7 +13,7 @@ import random
 import re
 from dataclasses import dataclass, replace
 
-from .scenes import BACKGROUNDS, COLOURS, PATTERNS, SHAPES, STYLES, TURNABLE, Scene, ShapeObject, random_object
+from .scenes import BACKGROUNDS, COLOURS, PATTERNS, SHAPES, STYLES, TURNABLE, Scene, random_object
 
 CATEGORIES = ("object_replacement", "action_editing", "scene_editing", "object_adding", "style_editing")
 HELD_OUT_PAIRS = frozenset({("purple", "hexagon"), ("orange", "triangle")})
@@ -165,7 +165,7 @@ def random_edit(scene: Scene, rng: random.Random, held_out: bool = False) -> Edi
     rng.shuffle(kinds)
     for kind in kinds:
         n = len(TEMPLATES[kind])
-        template = rng.randrange(n) if held_out else rng.randrange(n - 1)
+        template = rng.choice([i for i in range(n) if held_out or i != HELD_OUT_TEMPLATE % n])
         edit = make_edit(scene, kind, rng, template, exclude)
         if edit is not None:
             return edit
