@@ -202,6 +202,8 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         order = np.empty(2 * n - 3, dtype=np.int64)
         order[0::2], order[1::2] = auxiliary[::-1], primary[1:-1][::-1]
         self.timesteps = torch.from_numpy(order).to(device)
+        # Host-side copies for the per-step arithmetic: no device sync inside the sampling loop.
+        self._t, self._tau, self._order = primary.tolist(), auxiliary.tolist(), order.tolist()
         self._state = self._step_index = None
 
     def _require_timesteps(self):
@@ -258,7 +260,7 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         self._require_timesteps()
         if not torch.is_tensor(latents) or latents.ndim != 4:
             raise ValueError(f"latents must be a 4-D tensor (B, C, H, W), got {getattr(latents, 'shape', latents)}.")
-        t, tau = self.primary_timesteps.flip(0).tolist(), self.auxiliary_timesteps.flip(0).tolist()
+        t, tau = self._t, self._tau  # ascending
         z0 = latents.to(self._carry_device(latents), CARRY_DTYPE)
 
         aux = self._ddim_move(z0, self._epsilon(model_fn, z0, tau[0], latents), None, tau[0])
@@ -368,8 +370,8 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         i = self._step_index
         if i >= len(self.timesteps):
             raise RuntimeError("The sampling loop is over; call set_timesteps (or begin) to start another.")
-        if int(timestep) != int(self.timesteps[i]):
-            raise ValueError(f"timestep {int(timestep)} is not the expected timesteps[{i}] = {int(self.timesteps[i])}.")
+        if int(timestep) != self._order[i]:
+            raise ValueError(f"timestep {int(timestep)} is not the expected timesteps[{i}] = {self._order[i]}.")
         if sample.shape != self._state.primary.shape:
             raise ValueError(
                 f"sample has shape {tuple(sample.shape)} but the dual state has {tuple(self._state.primary.shape)}."
@@ -383,7 +385,7 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         # k indexes the ascending schedules: an auxiliary evaluation is at τ_k and moves z̃ᵖ from t_{k+1}
         # to t_k; a primary evaluation is at t_{k+1} and moves z̃ᵃ from τ_{k+1} to τ_k.
         k = (len(self.timesteps) - 1 - i) // 2
-        t, tau = self.primary_timesteps.flip(0).tolist(), self.auxiliary_timesteps.flip(0).tolist()
+        t, tau = self._t, self._tau  # ascending
         eval_t = tau[k] if branch == "auxiliary" else t[k + 1]
         eps = self._to_epsilon(model_output.to(evaluated.device), evaluated, eval_t)
         if branch == "auxiliary":
