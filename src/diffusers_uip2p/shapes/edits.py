@@ -52,6 +52,7 @@ class Edit:
     target: Scene
     instruction: str
     reverse_instruction: str
+    template: int = 0  # index into TEMPLATES[kind] of the forward phrasing
 
     @property
     def category(self) -> str:
@@ -67,7 +68,14 @@ class Edit:
 
     def reversed(self) -> Edit:
         """The reverse edit: from the edited scene back to the input, exactly."""
-        return Edit(self.kind, self.target, self.source, self.reverse_instruction, self.instruction)
+        return Edit(REVERSE_KIND.get(self.kind, self.kind), self.target, self.source, self.reverse_instruction,
+                    self.instruction, self.template)
+
+    @property
+    def held_out(self) -> bool:
+        """Whether the training split could not contain this edit (held-out phrasing or colour/shape pair)."""
+        pairs = {(o.colour, o.shape) for scene in (self.source, self.target) for o in scene.objects}
+        return self.template == HELD_OUT_TEMPLATE % len(TEMPLATES[self.kind]) or bool(pairs & HELD_OUT_PAIRS)
 
 
 def _phrase(kind: str, template: int, **words) -> str:
@@ -155,7 +163,7 @@ def make_edit(scene: Scene, kind: str, rng: random.Random, template: int | None 
     index = rng.randrange(n) if template is None else template % n
     instruction = _phrase(kind, index, **forward)
     reverse = _phrase(reverse_kind, index % len(TEMPLATES[reverse_kind]), **backward)
-    return Edit(kind, scene, target, instruction, reverse)
+    return Edit(kind, scene, target, instruction, reverse, index)
 
 
 def random_edit(scene: Scene, rng: random.Random, held_out: bool = False) -> Edit:

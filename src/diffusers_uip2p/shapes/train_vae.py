@@ -1,0 +1,103 @@
+"""Train the Shapes world's AutoencoderKL: 64×64 RGB ↔ 4×16×16 latents (4× downsampling, like SD's 8×).
+
+The loss is SD's autoencoder loss without the adversarial and perceptual terms, which flat-coloured
+scenes do not need: L1 + MSE on pixels plus a small KL to the unit Gaussian that keeps the latents
+smooth. At the end the latents' standard deviation sets ``scaling_factor``, as SD did for its VAE.
+
+    python -m diffusers_uip2p.shapes.train_vae --output src/diffusers_uip2p/shapes/models/pipeline/vae
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from tqdm.auto import tqdm
+
+from .dataset import split_scenes
+from .training_utils import cosine_lr, scenes_to_tensor, write_model_card
+
+
+def shapes_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 64), layers_per_block=1, norm_num_groups=8,
+    )
+
+
+def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean PSNR in dB of images in [-1, 1], per image then averaged."""
+    mse = ((reconstruction.clamp(-1, 1) - target) / 2).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()
+
+
+@torch.no_grad()
+def evaluate(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 64) -> float:
+    vae.eval()
+    reconstructions = torch.cat([vae(images[i: i + batch_size], sample_posterior=False).sample
+                                 for i in range(0, len(images), batch_size)])
+    vae.train()
+    return psnr(reconstructions, images)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--steps", type=int, default=4500)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--kl-weight", type=float, default=1e-6)
+    parser.add_argument("--num-scenes", type=int, default=20000, help="training scenes, rendered once")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--eval-every", type=int, default=1000)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    train = scenes_to_tensor(split_scenes("train", args.num_scenes)).to(device)
+    validation = scenes_to_tensor(split_scenes("validation", 256)).to(device)
+    vae = shapes_vae().to(device).train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    generator = torch.Generator(device).manual_seed(args.seed)
+
+    start = time.time()
+    progress = tqdm(range(args.steps), desc="vae")
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, args.steps, args.lr)
+        images = train[torch.randint(len(train), (args.batch_size,), generator=generator, device=device)]
+        posterior = vae.encode(images).latent_dist
+        reconstruction = vae.decode(posterior.sample(generator)).sample
+        reconstruction_loss = F.l1_loss(reconstruction, images) + F.mse_loss(reconstruction, images)
+        loss = reconstruction_loss + args.kl_weight * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            progress.write(f"step {step + 1}: validation PSNR {evaluate(vae, validation):.2f} dB")
+    seconds = time.time() - start
+
+    vae.eval()
+    with torch.no_grad():
+        latents = vae.encode(validation).latent_dist.mode()
+    vae.register_to_config(scaling_factor=float(1 / latents.std()))
+    vae.to("cpu").save_pretrained(args.output)
+    figures = {"validation PSNR (256 scenes, posterior mode)": f"{evaluate(vae.to(device), validation):.2f} dB",
+               "scaling_factor": f"{vae.config.scaling_factor:.4f}",
+               "parameters": f"{sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M"}
+    write_model_card(args.output, "Shapes world AutoencoderKL",
+                     "64×64 RGB images ↔ 4×16×16 latents. Trained on rendered Shapes-world scenes of the `train` "
+                     "split; L1 + MSE + KL (weight {}).".format(args.kl_weight), args.seed, seconds, figures)
+    print(figures)
+
+
+if __name__ == "__main__":
+    main()

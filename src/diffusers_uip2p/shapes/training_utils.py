@@ -1,0 +1,51 @@
+"""Small pieces the Shapes training scripts share: scene images as tensors, the learning-rate schedule,
+and the model card every shipped model carries."""
+
+from __future__ import annotations
+
+import math
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .scenes import Scene, render
+
+
+def scenes_to_tensor(scenes: list[Scene]) -> torch.Tensor:
+    """Rendered scenes as a float tensor in [-1, 1], shape [N, 3, 64, 64] (the VAE's input range)."""
+    pixels = np.stack([np.asarray(render(scene)) for scene in scenes])
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def cosine_lr(step: int, total: int, peak: float, warmup: int = 100, floor: float = 0.02) -> float:
+    """Linear warm-up to ``peak``, then cosine decay to ``floor × peak``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def machine() -> str:
+    threads = torch.get_num_threads()
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({threads} torch threads)"
+    return f"{device}, {platform.processor() or platform.machine()}; torch {torch.__version__}"
+
+
+def write_model_card(folder: str | Path, title: str, summary: str, seed: int, seconds: float,
+                     figures: dict[str, str], notes: str = "") -> None:
+    """README.md with what a user needs to trust and reproduce the model."""
+    command = "python -m " + " ".join(shlex.quote(a) for a in [sys.modules["__main__"].__spec__.name
+                                                                  if getattr(sys.modules["__main__"], "__spec__", None)
+                                                                  else sys.argv[0], *sys.argv[1:]])
+    lines = [f"# {title}", "", summary, "", "## Training", "", f"```\n{command}\n```", "",
+             f"- seed: {seed}", f"- training time: {seconds / 60:.1f} min on {machine()}", "",
+             "## Quality (measured at the end of training)", ""]
+    lines += [f"- {name}: {value}" for name, value in figures.items()]
+    if notes:
+        lines += ["", "## Notes", "", notes]
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / "README.md").write_text("\n".join(lines) + "\n")
