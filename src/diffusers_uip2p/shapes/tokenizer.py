@@ -7,6 +7,7 @@ per word make the tiny CLIP and the UNet's cross-attention maps easy to read.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 
@@ -39,7 +40,7 @@ def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     """CLIP's BPE on one word: repeatedly merge the adjacent pair with the lowest rank."""
     parts = [*word[:-1], word[-1] + "</w>"]
     while len(parts) > 1:
-        pairs = [(ranks.get(pair, float("inf")), i) for i, pair in enumerate(zip(parts, parts[1:]))]
+        pairs = [(ranks.get(pair, float("inf")), i) for i, pair in enumerate(itertools.pairwise(parts))]
         rank, i = min(pairs)
         if rank == float("inf"):
             break

@@ -20,7 +20,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenize
 from ..evaluation.clip_features import clip_image_embeddings, clip_text_embeddings
 from .dataset import split_scenes
 from .tokenizer import shapes_tokenizer
-from .training_utils import cosine_lr, scenes_to_tensor, write_model_card
+from .training_utils import cosine_lr, command_line, scenes_to_tensor, write_model_card
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation, kept for familiarity
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -72,6 +72,7 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--num-scenes", type=int, default=100000, help="training scenes (rendered per batch)")
+    parser.add_argument("--validation-scenes", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--eval-every", type=int, default=500)
@@ -85,7 +86,7 @@ def main(argv=None):
     model = CLIPModel(shapes_clip_config(tokenizer)).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     train = split_scenes("train", args.num_scenes)
-    validation = split_scenes("validation", 500)
+    validation = split_scenes("validation", args.validation_scenes)
     generator = torch.Generator().manual_seed(args.seed)
 
     start = time.time()
@@ -113,13 +114,13 @@ def main(argv=None):
     model.eval().to("cpu").save_pretrained(args.output)
     tokenizer.save_pretrained(args.output)
     image_processor().save_pretrained(args.output)
-    figures = {"validation caption→image top-1 among 100 scenes (500 scenes)":
+    figures = {f"validation caption→image top-1 among 100 scenes ({args.validation_scenes} scenes)":
                f"{retrieval_top1(model, tokenizer, validation):.3f}",
                "parameters": f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M"}
     write_model_card(args.output, "Shapes world CLIP",
                      "A tiny CLIP (ViT 64×64/8 image tower, 4-layer text tower, width 128, 128-d embeddings) with "
                      "the world's tokenizer, trained contrastively on `train`-split scenes and their exact "
-                     "captions.", args.seed, seconds, figures)
+                     "captions.", command_line(__spec__.name, argv), args.seed, seconds, figures)
     print(figures)
 
 

@@ -18,7 +18,7 @@ from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from .dataset import split_scenes
-from .training_utils import cosine_lr, scenes_to_tensor, write_model_card
+from .training_utils import cosine_lr, command_line, scenes_to_tensor, write_model_card
 
 
 def shapes_vae() -> AutoencoderKL:
@@ -52,6 +52,7 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--kl-weight", type=float, default=1e-6)
     parser.add_argument("--num-scenes", type=int, default=20000, help="training scenes, rendered once")
+    parser.add_argument("--validation-scenes", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--eval-every", type=int, default=1000)
@@ -62,7 +63,7 @@ def main(argv=None):
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
     train = scenes_to_tensor(split_scenes("train", args.num_scenes)).to(device)
-    validation = scenes_to_tensor(split_scenes("validation", 256)).to(device)
+    validation = scenes_to_tensor(split_scenes("validation", args.validation_scenes)).to(device)
     vae = shapes_vae().to(device).train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
     generator = torch.Generator(device).manual_seed(args.seed)
@@ -90,12 +91,13 @@ def main(argv=None):
         latents = vae.encode(validation).latent_dist.mode()
     vae.register_to_config(scaling_factor=float(1 / latents.std()))
     vae.to("cpu").save_pretrained(args.output)
-    figures = {"validation PSNR (256 scenes, posterior mode)": f"{evaluate(vae.to(device), validation):.2f} dB",
+    figures = {f"validation PSNR ({args.validation_scenes} scenes, posterior mode)": f"{evaluate(vae.to(device), validation):.2f} dB",
                "scaling_factor": f"{vae.config.scaling_factor:.4f}",
                "parameters": f"{sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M"}
     write_model_card(args.output, "Shapes world AutoencoderKL",
                      "64×64 RGB images ↔ 4×16×16 latents. Trained on rendered Shapes-world scenes of the `train` "
-                     "split; L1 + MSE + KL (weight {}).".format(args.kl_weight), args.seed, seconds, figures)
+                     f"split; L1 + MSE + KL (weight {args.kl_weight}).", command_line(__spec__.name, argv), args.seed,
+                     seconds, figures)
     print(figures)
 
 

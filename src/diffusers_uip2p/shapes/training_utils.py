@@ -35,12 +35,14 @@ def machine() -> str:
     return f"{device}, {platform.processor() or platform.machine()}; torch {torch.__version__}"
 
 
-def write_model_card(folder: str | Path, title: str, summary: str, seed: int, seconds: float,
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that reproduces this run (``argv`` as given to ``main``, else the process's)."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def write_model_card(folder: str | Path, title: str, summary: str, command: str, seed: int, seconds: float,
                      figures: dict[str, str], notes: str = "") -> None:
     """README.md with what a user needs to trust and reproduce the model."""
-    command = "python -m " + " ".join(shlex.quote(a) for a in [sys.modules["__main__"].__spec__.name
-                                                                  if getattr(sys.modules["__main__"], "__spec__", None)
-                                                                  else sys.argv[0], *sys.argv[1:]])
     lines = [f"# {title}", "", summary, "", "## Training", "", f"```\n{command}\n```", "",
              f"- seed: {seed}", f"- training time: {seconds / 60:.1f} min on {machine()}", "",
              "## Quality (measured at the end of training)", ""]

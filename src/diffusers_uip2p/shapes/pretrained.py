@@ -1,0 +1,42 @@
+"""The trained Shapes-world models that ship inside the package (see each folder's README.md).
+
+    pipe = load_shapes_pipeline()                              # AutoEditPipeline
+    sd = load_shapes_pipeline(StableDiffusionPipeline)         # the same folder as a plain SD pipeline
+    clip, tokenizer, processor = load_shapes_clip()
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+MODEL_NAMES = ("pipeline", "clip")
+
+
+def shapes_model_path(name: str) -> Path:
+    """Folder of a shipped model: ``pipeline`` (text-to-image, with VAE, text encoder and tokenizer) or ``clip``."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"name must be one of {', '.join(MODEL_NAMES)}, got {name!r}.")
+    path = Path(str(resources.files("diffusers_uip2p.shapes") / "models" / name))
+    if not (path / "README.md").is_file():
+        raise FileNotFoundError(f"The shipped Shapes model {name!r} is missing from {path}; reinstall the package "
+                                "or train it (see the README's Shapes section).")
+    return path
+
+
+def load_shapes_pipeline(pipeline_class=None, **kwargs):
+    """The Shapes text-to-image pipeline folder loaded as ``pipeline_class`` (default `AutoEditPipeline`)."""
+    if pipeline_class is None:
+        from ..pipelines import AutoEditPipeline as pipeline_class
+    kwargs.setdefault("safety_checker", None)
+    kwargs.setdefault("feature_extractor", None)
+    return pipeline_class.from_pretrained(shapes_model_path("pipeline"), **kwargs)
+
+
+def load_shapes_clip():
+    """(CLIPModel, CLIPTokenizer, CLIPImageProcessor) of the Shapes world."""
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    path = shapes_model_path("clip")
+    return CLIPModel.from_pretrained(path).eval(), CLIPTokenizer.from_pretrained(path), \
+        CLIPImageProcessor.from_pretrained(path)
