@@ -24,7 +24,14 @@ def test_training_scripts_run_a_few_steps(tmp_path):
                      "--validation-scenes", "8", "--threads", "1"])
     train_t2i.main(["--output", str(pipe_dir), "--vae", str(vae_dir), "--clip", str(clip_dir), "--steps", "2",
                     "--batch-size", "4", "--num-scenes", "8", "--eval-scenes", "1", "--threads", "1"])
+    train_vae.main(["--output", str(tmp_path / "vae-ft"), "--init", str(vae_dir), "--decoder-only", "--steps", "1",
+                    "--batch-size", "4", "--num-scenes", "8", "--validation-scenes", "8", "--threads", "1"])
     torch.set_num_threads(1)  # the scripts set it for the process
+    first, tuned = AutoencoderKL.from_pretrained(vae_dir), AutoencoderKL.from_pretrained(tmp_path / "vae-ft")
+    assert torch.equal(first.encoder.conv_in.weight, tuned.encoder.conv_in.weight), "latent space must not move"
+    assert not torch.equal(first.decoder.conv_out.weight, tuned.decoder.conv_out.weight)
+    assert first.config.scaling_factor == tuned.config.scaling_factor
+    assert "continued from an earlier one" in (tmp_path / "vae-ft" / "README.md").read_text()
     for folder in (vae_dir, clip_dir, pipe_dir):
         card = (folder / "README.md").read_text()
         assert "seed: 0" in card and "training time" in card and "--steps 2" in card

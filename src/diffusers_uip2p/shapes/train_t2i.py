@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ from ..schedulers import DualScheduleInversionScheduler
 from ..testing import SD15_SCHEDULER_CONFIG
 from .dataset import split_scenes
 from .evaluator import judge_caption
-from .training_utils import cosine_lr, command_line, scenes_to_tensor, write_model_card
+from .training_utils import command_line, cosine_lr, earlier_stage, scenes_to_tensor, write_model_card
 
 
 def shapes_unet(cross_attention_dim: int) -> UNet2DConditionModel:
@@ -85,6 +86,7 @@ def main(argv=None):
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--drop-caption", type=float, default=0.1, help="probability of training on ''")
     parser.add_argument("--num-scenes", type=int, default=40000, help="training scenes, encoded once")
+    parser.add_argument("--init-unet", help="continue from this UNet folder (e.g. a shipped one) instead of scratch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--eval-scenes", type=int, default=50, help="validation captions sampled at the end")
@@ -101,7 +103,10 @@ def main(argv=None):
     empty = text_encoder(tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
                                    return_tensors="pt").input_ids.to(device))[0].detach()
 
-    unet = shapes_unet(text_encoder.config.hidden_size).to(device).train()
+    if args.init_unet:
+        unet = UNet2DConditionModel.from_pretrained(args.init_unet).to(device).train()
+    else:
+        unet = shapes_unet(text_encoder.config.hidden_size).to(device).train()
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     noise_scheduler = DDPMScheduler.from_config(scheduler_config())
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
@@ -135,6 +140,7 @@ def main(argv=None):
     pipe = AutoEditPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=ema, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     accuracy = caption_accuracy(pipe, split_scenes("validation", args.eval_scenes))
+    previous = earlier_stage(args.init_unet and Path(args.init_unet).parent)
     pipe.to("cpu").save_pretrained(args.output)
     figures = {f"validation captions whose samples show every object right ({args.eval_scenes} captions, "
                "25 DSI steps, guidance 5)": f"{accuracy:.3f}",
@@ -145,7 +151,7 @@ def main(argv=None):
                      "(`text_encoder/`, frozen), and a UNet (`unet/`, EMA weights) trained with ε-prediction on "
                      "SD's scaled-linear schedule. The scheduler is `DualScheduleInversionScheduler` with SD's "
                      "config, so the folder also loads as a `StableDiffusionPipeline`.", command_line(__spec__.name, argv),
-                     args.seed, seconds, figures)
+                     args.seed, seconds, figures, notes=previous)
     print(figures)
 
 

@@ -18,7 +18,7 @@ from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from .dataset import split_scenes
-from .training_utils import cosine_lr, command_line, scenes_to_tensor, write_model_card
+from .training_utils import command_line, cosine_lr, earlier_stage, scenes_to_tensor, write_model_card
 
 
 def shapes_vae() -> AutoencoderKL:
@@ -53,6 +53,9 @@ def main(argv=None):
     parser.add_argument("--kl-weight", type=float, default=1e-6)
     parser.add_argument("--num-scenes", type=int, default=20000, help="training scenes, rendered once")
     parser.add_argument("--validation-scenes", type=int, default=256)
+    parser.add_argument("--init", help="continue from this AutoencoderKL folder instead of scratch")
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="with --init: train only the decoder, so latents (and models trained on them) stay valid")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--eval-every", type=int, default=1000)
@@ -64,8 +67,14 @@ def main(argv=None):
 
     train = scenes_to_tensor(split_scenes("train", args.num_scenes)).to(device)
     validation = scenes_to_tensor(split_scenes("validation", args.validation_scenes)).to(device)
-    vae = shapes_vae().to(device).train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    if args.decoder_only and not args.init:
+        parser.error("--decoder-only needs --init: it fine-tunes the decoder of a trained VAE")
+    vae = (AutoencoderKL.from_pretrained(args.init) if args.init else shapes_vae()).to(device).train()
+    if args.decoder_only:  # as SD's ft-MSE VAE: the latent space is frozen, only the decoding improves
+        vae.encoder.requires_grad_(False).eval()
+        vae.quant_conv.requires_grad_(False)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)
     generator = torch.Generator(device).manual_seed(args.seed)
 
     start = time.time()
@@ -74,7 +83,8 @@ def main(argv=None):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, args.steps, args.lr)
         images = train[torch.randint(len(train), (args.batch_size,), generator=generator, device=device)]
-        posterior = vae.encode(images).latent_dist
+        with torch.set_grad_enabled(not args.decoder_only):
+            posterior = vae.encode(images).latent_dist
         reconstruction = vae.decode(posterior.sample(generator)).sample
         reconstruction_loss = F.l1_loss(reconstruction, images) + F.mse_loss(reconstruction, images)
         loss = reconstruction_loss + args.kl_weight * posterior.kl().mean()
@@ -87,9 +97,11 @@ def main(argv=None):
     seconds = time.time() - start
 
     vae.eval()
-    with torch.no_grad():
-        latents = vae.encode(validation).latent_dist.mode()
-    vae.register_to_config(scaling_factor=float(1 / latents.std()))
+    if not args.decoder_only:
+        with torch.no_grad():
+            latents = vae.encode(validation).latent_dist.mode()
+        vae.register_to_config(scaling_factor=float(1 / latents.std()))
+    previous = earlier_stage(args.init)
     vae.to("cpu").save_pretrained(args.output)
     figures = {f"validation PSNR ({args.validation_scenes} scenes, posterior mode)": f"{evaluate(vae.to(device), validation):.2f} dB",
                "scaling_factor": f"{vae.config.scaling_factor:.4f}",
@@ -97,7 +109,7 @@ def main(argv=None):
     write_model_card(args.output, "Shapes world AutoencoderKL",
                      "64×64 RGB images ↔ 4×16×16 latents. Trained on rendered Shapes-world scenes of the `train` "
                      f"split; L1 + MSE + KL (weight {args.kl_weight}).", command_line(__spec__.name, argv), args.seed,
-                     seconds, figures)
+                     seconds, figures, notes=previous)
     print(figures)
 
 

@@ -40,6 +40,15 @@ def command_line(module: str, argv: list[str] | None) -> str:
     return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
+def earlier_stage(folder: str | Path | None) -> str:
+    """The card of the model a run continued from, kept in the new card so every stage stays reproducible."""
+    card = Path(folder) / "README.md" if folder else None
+    if card is None or not card.is_file():
+        return ""
+    text = card.read_text().replace("\n## ", "\n#### ").replace("\n# ", "\n### ")
+    return "This run continued from an earlier one, whose card follows.\n\n" + text.lstrip("# ")
+
+
 def write_model_card(folder: str | Path, title: str, summary: str, command: str, seed: int, seconds: float,
                      figures: dict[str, str], notes: str = "") -> None:
     """README.md with what a user needs to trust and reproduce the model."""
