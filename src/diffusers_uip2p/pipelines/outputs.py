@@ -41,11 +41,21 @@ class AutoEditPipelineOutput(BaseOutput):
     """Output of `AutoEditPipeline.__call__`.
 
     Args:
-        images: the reconstructed or edited images.
+        images: the reconstructed or edited images (one per target prompt).
         latents: their clean latents (scaled), before decoding.
         nsfw_content_detected: per image, if a safety checker ran; otherwise ``None``.
+        source_latents: when editing, the source branch's clean latents: equal, bit for bit, to the inverted
+            image's latents (the exact reconstruction). ``None`` otherwise.
+        edit_method: the method used ("direct", "p2p", "masactrl" or "sdedit").
+        edit_parameters: the method's parameters as used (e.g. the P2P mode it chose).
+        attention_maps: with ``return_attention_maps=True``, per target prompt, a list of
+            (token, [h, w] cross-attention map) pairs; draw them with `diffusers_uip2p.attention.draw_token_maps`.
     """
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     latents: torch.Tensor
     nsfw_content_detected: list[bool] | None = None
+    source_latents: torch.Tensor | None = None
+    edit_method: str = "direct"
+    edit_parameters: dict | None = None
+    attention_maps: list | None = None

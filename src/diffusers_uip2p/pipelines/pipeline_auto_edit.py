@@ -6,6 +6,7 @@ editing methods (P2P, MasaCtrl, SDEdit) and the task classifier that picks among
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Callable
 
 import torch
@@ -18,7 +19,9 @@ from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer
 
-from ..schedulers import DualScheduleInversionScheduler
+from ..attention import attention_control
+from ..schedulers import DualScheduleInversionScheduler, DualScheduleState
+from .editing import EDIT_METHODS, EditPlan, plan_edit
 from .inversion import DualScheduleInversionMixin, as_prompt_list, repeat_state
 from .outputs import AutoEditPipelineOutput, DualScheduleInversionOutput
 
@@ -160,12 +163,21 @@ class AutoEditPipeline(
 
     # ------------------------------------------------------------------ sampling
 
-    def check_inputs(self, prompt, prompt_embeds, inversion, num_inference_steps, height, width,
-                     callback_on_step_end_tensor_inputs):
+    def check_inputs(self, prompt, prompt_embeds, inversion, image, source_prompt, edit_method, num_inference_steps,
+                     height, width, callback_on_step_end_tensor_inputs):
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("Give exactly one of `prompt` and `prompt_embeds`.")
         if prompt is not None:
             as_prompt_list(prompt)
+        if edit_method not in EDIT_METHODS:
+            raise ValueError(f"`edit_method` must be one of {', '.join(EDIT_METHODS)}, got {edit_method!r}.")
+        if image is not None and inversion is not None:
+            raise ValueError("Give `image` (with `source_prompt`) or `inversion`, not both.")
+        if image is not None and source_prompt is None:
+            raise ValueError("`source_prompt` is required with `image`: the caption of the image, which inversion "
+                             "and the source branch of the edit use.")
+        if source_prompt is not None and not isinstance(source_prompt, str):
+            raise TypeError(f"`source_prompt` must be a str (one source image), got {type(source_prompt).__name__}.")
         if inversion is not None:
             if not isinstance(inversion, DualScheduleInversionOutput):
                 raise TypeError(
@@ -176,6 +188,14 @@ class AutoEditPipeline(
                     f"num_inference_steps={num_inference_steps} differs from the {inversion.num_inference_steps} "
                     "steps used for inversion; sampling must walk the same dual schedule."
                 )
+        editing = edit_method != "direct" or image is not None or source_prompt is not None
+        if editing and inversion is None and image is None:
+            raise ValueError(f"edit_method={edit_method!r} edits a real image: give `image` and `source_prompt`, "
+                             "or `inversion` from `pipe.invert`.")
+        if editing and inversion is not None and inversion.state.batch_size != 1:
+            raise ValueError(f"Editing methods edit one image at a time; `inversion` holds {inversion.state.batch_size}.")
+        if editing and prompt is None:
+            raise ValueError("Editing methods need the target `prompt` as text (its words steer the attention).")
         for name, size in (("height", height), ("width", width)):
             if size is not None and (size <= 0 or size % self.vae_scale_factor):
                 raise ValueError(f"`{name}` must be a positive multiple of {self.vae_scale_factor}, got {size}.")
@@ -183,14 +203,44 @@ class AutoEditPipeline(
         if unknown:
             raise ValueError(f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {unknown}.")
 
+    def _invert_for_edit(self, clean_latents, prompts, guidance_scale, negative_prompt, plan: EditPlan,
+                         num_inference_steps: int) -> DualScheduleState:
+        """Invert the source image once per branch, as ``[source] * len(prompts)``, under the edit's controller
+        in passthrough. Sampling then evaluates the source branch with the same batch and the same attention
+        kernels as inversion did, so the source branch comes back bit for bit (batch size and kernel choice
+        change rounding, and DSI's chain would amplify the difference)."""
+        scheduler = self._inversion_scheduler()
+        scheduler.set_timesteps(num_inference_steps, device=self._execution_device, strength=plan.strength)
+        model_fn = self.guided_model_fn([prompts[0]] * len(prompts), guidance_scale, negative_prompt)
+        latents = clean_latents.expand(len(prompts), -1, -1, -1).contiguous()
+        control = attention_control(self.unet, plan.controller.passthrough()) if plan.controller else nullcontext()
+        with control:
+            return scheduler.invert(latents, model_fn, progress_bar=self.progress_bar)
+
     @torch.no_grad()
     def __call__(
         self,
         prompt: str | list[str] | None = None,
         inversion: DualScheduleInversionOutput | None = None,
+        image=None,
+        source_prompt: str | None = None,
+        edit_method: str = "direct",
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         negative_prompt: str | list[str] | None = None,
+        p2p_mode: str | None = None,
+        cross_replace_steps=0.8,
+        self_replace_steps=0.4,
+        equalizer: dict[str, float] | None = None,
+        local_blend_words=None,
+        local_blend_threshold: float = 0.3,
+        local_blend_start: float = 0.2,
+        masactrl_start_step: int = 4,
+        masactrl_start_layer: int = 10,
+        masactrl_total_layers: int | None = 16,
+        masactrl_foreground_words=None,
+        strength: float = 0.5,
+        return_attention_maps: bool = False,
         height: int | None = None,
         width: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -203,23 +253,46 @@ class AutoEditPipeline(
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
     ) -> AutoEditPipelineOutput | tuple:
-        """Reconstruct or edit an inverted image, or generate from noise when ``inversion`` is None.
+        """Edit a real image, reconstruct it exactly, or generate from noise.
+
+        Editing (``edit_method`` other than "direct", or ``image``/``source_prompt`` given): the source
+        prompt and the target prompt(s) run as one batch from one DSI state, inverted in that layout; the
+        source branch reproduces the exact reconstruction (``output.source_latents``), the targets are edited.
 
         Args:
-            prompt: target prompt(s). The inversion's own prompt reconstructs the image exactly; another
-                prompt edits it directly (paper Fig. 3c). One image inverted with several prompts gives one
-                branch per prompt (e.g. ``[source, target]``).
-            inversion: the output of `invert`.
-            num_inference_steps: defaults to the inversion's (and must equal it); 50 without inversion.
-            guidance_scale: defaults to the inversion's; 7.5 without inversion.
+            prompt: target prompt(s). With ``inversion`` and the "direct" method, the inversion's own prompt
+                reconstructs the image exactly and another prompt edits it directly (paper Fig. 3c).
+            inversion: the output of `invert`; or give ``image`` and ``source_prompt`` to invert here.
+            image, source_prompt: the real image and its caption (editing only).
+            edit_method: "direct" (sample the inversion with the target prompt), "p2p" (Prompt-to-Prompt:
+                object replacement, scene editing), "masactrl" (mutual self-attention: action editing) or
+                "sdedit" (from an intermediate noise level: object adding, style editing).
+            num_inference_steps: defaults to the inversion's (and must equal it); 50 otherwise.
+            guidance_scale: defaults to the inversion's; 7.5 otherwise.
             negative_prompt: defaults to the inversion's.
+            p2p_mode: "replace" (word swap, same word count) or "refine" (added/changed words); None picks
+                replace when every prompt has the same number of words.
+            cross_replace_steps: P2P: fraction of steps (or (start, end), or {word: ...}) in which targets
+                take the source's cross-attention.
+            self_replace_steps: P2P: same for self-attention.
+            equalizer: P2P Reweight: {word: scale} on the target's attention to those words.
+            local_blend_words: P2P LocalBlend: one word (or list of words) per prompt, source first; outside
+                their region the targets keep the source's latents.
+            local_blend_threshold, local_blend_start: LocalBlend's mask threshold and first step (fraction).
+            masactrl_start_step, masactrl_start_layer: MasaCtrl: first step and first self-attention layer in
+                which targets read the source's keys and values.
+            masactrl_total_layers: the depth ``masactrl_start_layer`` counts in (16: SD 1.x's, rescaled to this
+                UNet); None counts this UNet's self-attention layers directly.
+            masactrl_foreground_words: MasaCtrl with masks from cross-attention: foreground word(s) per prompt.
+            strength: SDEdit: fraction of the schedule inverted and resampled (1 = all of it).
+            return_attention_maps: return per-token cross-attention maps of each target prompt.
             height, width, generator, latents: for generation from noise only.
             callback_on_step_end: diffusers-style callback. A returned ``latents`` replaces the latent the
                 scheduler carries; the callback may instead edit both latents of ``pipe.scheduler.state`` in
                 place (LocalBlend-style), and the next step sees the edit.
         """
-        self.check_inputs(prompt, prompt_embeds, inversion, num_inference_steps, height, width,
-                          callback_on_step_end_tensor_inputs)
+        self.check_inputs(prompt, prompt_embeds, inversion, image, source_prompt, edit_method, num_inference_steps,
+                          height, width, callback_on_step_end_tensor_inputs)
         scheduler = self._inversion_scheduler()
         device = self._execution_device
         if inversion is not None:
@@ -229,12 +302,36 @@ class AutoEditPipeline(
         num_inference_steps = 50 if num_inference_steps is None else num_inference_steps
         guidance_scale = 7.5 if guidance_scale is None else guidance_scale
 
+        editing = edit_method != "direct" or image is not None or source_prompt is not None or (
+            return_attention_maps and inversion is not None)
+        plan = EditPlan(edit_method)
+        if editing:
+            source_prompt = inversion.prompt[0] if inversion is not None else source_prompt
+            prompt = [source_prompt, *as_prompt_list(prompt)]
+            plan = plan_edit(
+                edit_method, prompt, self.tokenizer, p2p_mode=p2p_mode, cross_replace_steps=cross_replace_steps,
+                self_replace_steps=self_replace_steps, equalizer=equalizer, local_blend_words=local_blend_words,
+                local_blend_threshold=local_blend_threshold, local_blend_start=local_blend_start,
+                masactrl_start_step=masactrl_start_step, masactrl_start_layer=masactrl_start_layer,
+                masactrl_total_layers=masactrl_total_layers, masactrl_foreground_words=masactrl_foreground_words,
+                strength=strength, return_attention_maps=return_attention_maps)
+            clean = inversion.latents if inversion is not None else \
+                self.encode_images(self.preprocess_images(image)).to(device, self.unet.dtype)
+            if clean.shape[0] != 1:
+                raise ValueError(f"Editing methods edit one image at a time; `image` holds {clean.shape[0]}.")
+            state = self._invert_for_edit(clean, prompt, guidance_scale, negative_prompt, plan, num_inference_steps)
+        elif return_attention_maps:
+            plan = plan_edit("direct", as_prompt_list(prompt), self.tokenizer, return_attention_maps=True)
+
         prompt_embeds, negative_prompt_embeds = self._encode_prompts(
             prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, guidance_scale
         )
         batch_size = prompt_embeds.shape[0]
-        scheduler.set_timesteps(num_inference_steps, device=device)
-        if inversion is not None:
+        if not editing:
+            scheduler.set_timesteps(num_inference_steps, device=device)
+        if editing:
+            latents = scheduler.begin(state)
+        elif inversion is not None:
             latents = scheduler.begin(repeat_state(inversion.state, batch_size))
         elif latents is None:
             height = height or self.unet.config.sample_size * self.vae_scale_factor
@@ -243,10 +340,25 @@ class AutoEditPipeline(
             latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
         model_fn = self._model_fn(prompt_embeds, negative_prompt_embeds, guidance_scale, cross_attention_kwargs)
 
+        controller, local_blend = plan.controller, plan.local_blend
+        if controller is not None:
+            controller.configure(batch_size, guidance_scale > 1.0)
         timesteps = scheduler.timesteps
-        with self.progress_bar(total=len(timesteps)) as progress_bar:
+        num_steps = (len(timesteps) + 1) // 2  # one auxiliary and one primary evaluation per step
+        control = attention_control(self.unet, controller) if controller is not None else nullcontext()
+        with control, self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
+                if controller is not None:
+                    controller.set_step(i // 2, num_steps)
                 latents = scheduler.step(model_fn(latents, t), t, latents, return_dict=False)[0]
+                if local_blend is not None:
+                    if i + 1 < len(timesteps):  # both latents of the dual state, then hand out the blended one
+                        state = scheduler.state
+                        state.primary, state.auxiliary = local_blend(state.primary, i // 2), local_blend(
+                            state.auxiliary, i // 2)
+                        latents = scheduler.model_input()
+                    else:
+                        latents = local_blend(latents, i // 2)
                 if callback_on_step_end is not None:
                     local_vars = locals()
                     callback_kwargs = {k: local_vars[k] for k in callback_on_step_end_tensor_inputs}
@@ -260,6 +372,13 @@ class AutoEditPipeline(
                     model_fn = self._model_fn(prompt_embeds, negative_prompt_embeds, guidance_scale, cross_attention_kwargs)
                 progress_bar.update()
 
+        source_latents, attention_maps = None, None
+        if editing:
+            source_latents, latents = latents[:1], latents[1:]
+        if plan.store is not None and return_attention_maps:
+            first = 1 if editing else 0
+            attention_maps = [plan.store.token_maps(self.tokenizer, text, prompt_index=index)
+                              for index, text in enumerate(prompt) if index >= first]
         images, has_nsfw = latents, None
         if output_type != "latent":
             images = self.decode_latents(latents)
@@ -269,4 +388,7 @@ class AutoEditPipeline(
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images, latents, has_nsfw)
-        return AutoEditPipelineOutput(images=images, latents=latents, nsfw_content_detected=has_nsfw)
+        return AutoEditPipelineOutput(
+            images=images, latents=latents, nsfw_content_detected=has_nsfw, source_latents=source_latents,
+            edit_method=edit_method, edit_parameters=plan.parameters, attention_maps=attention_maps,
+        )

@@ -162,7 +162,8 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ schedules
 
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None):
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None,
+                      strength: float = 1.0):
         """Build the primary and auxiliary schedules and the model-evaluation order ``timesteps``.
 
         The primary schedule follows ``timestep_spacing`` exactly as `DDIMScheduler` does. The auxiliary
@@ -171,6 +172,10 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         lists and uses in Eq. 11–14 (τ = t − 11 there; its prose formula τ = t − s + s/2 is one step off).
         ``timesteps`` interleaves them in the order sampling evaluates the model: τ, t, τ, …, t_1, τ_0
         (2N − 3 evaluations for N steps).
+
+        ``strength`` < 1 keeps only the first ``max(2, round(strength · N))`` primary steps (and the
+        auxiliary steps between them), as diffusers' img2img pipelines do: inversion then stops, and
+        sampling starts, at an intermediate noise level (SDEdit on an exact inversion).
         """
         T = self.config.num_train_timesteps
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
@@ -192,6 +197,9 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
                 f"num_inference_steps={n} with timestep_spacing={spacing!r} and steps_offset={offset} gives "
                 f"timesteps outside 0..{T - 1} or repeated ones; use fewer steps or timestep_spacing='trailing'."
             )
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength!r}.")
+        primary = primary[: max(2, round(strength * n))]
         lower, upper = primary[:-1], primary[1:]
         shift = np.floor(self.config.auxiliary_position * (upper - lower) + 0.5).astype(np.int64)
         auxiliary = np.clip(lower - offset + shift, lower, upper)
@@ -199,7 +207,7 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = n
         self.primary_timesteps = torch.from_numpy(primary[::-1].copy()).to(device)
         self.auxiliary_timesteps = torch.from_numpy(auxiliary[::-1].copy()).to(device)
-        order = np.empty(2 * n - 3, dtype=np.int64)
+        order = np.empty(2 * len(primary) - 3, dtype=np.int64)
         order[0::2], order[1::2] = auxiliary[::-1], primary[1:-1][::-1]
         self.timesteps = torch.from_numpy(order).to(device)
         # Host-side copies for the per-step arithmetic: no device sync inside the sampling loop.

@@ -1,0 +1,111 @@
+"""Editing methods of AutoEditPipeline on exact inversion: P2P, MasaCtrl, SDEdit, direct."""
+
+import pytest
+import torch
+
+from diffusers_uip2p import AutoEditPipeline, DualScheduleInversionScheduler
+from diffusers_uip2p.testing import tiny_text_to_image_components
+
+SOURCE = "a red circle on a white background"
+TARGET = "a blue circle on a white background"
+METHODS = [("direct", {}), ("p2p", {}), ("p2p", {"p2p_mode": "refine"}), ("p2p", {"equalizer": {"blue": 2.0}}),
+           ("p2p", {"local_blend_words": ["red", "blue"]}), ("masactrl", {"masactrl_start_step": 1}),
+           ("masactrl", {"masactrl_foreground_words": ["circle", "circle"], "masactrl_start_step": 0}),
+           ("sdedit", {"strength": 0.6})]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    pipe = AutoEditPipeline(**tiny_text_to_image_components())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def inversion(pipe, rgb_image_module):
+    return pipe.invert(rgb_image_module, SOURCE, num_inference_steps=8, guidance_scale=4.0)
+
+
+@pytest.fixture(scope="module")
+def rgb_image_module():
+    import numpy as np
+    import PIL.Image
+
+    return PIL.Image.fromarray(np.random.RandomState(0).randint(0, 256, (16, 16, 3), np.uint8))
+
+
+@pytest.mark.parametrize("method, kwargs", METHODS)
+def test_source_branch_is_the_exact_reconstruction(pipe, inversion, method, kwargs):
+    out = pipe(TARGET, inversion=inversion, edit_method=method, output_type="latent", source_prompt=SOURCE, **kwargs)
+    assert torch.equal(out.source_latents, inversion.latents), method
+    assert out.latents.shape == inversion.latents.shape and out.edit_method == method
+    assert not torch.equal(out.latents, inversion.latents), "the target prompt should change the image"
+
+
+@pytest.mark.parametrize("method, kwargs", METHODS)
+def test_target_equal_to_source_reconstructs_exactly(pipe, inversion, method, kwargs):
+    if "equalizer" in kwargs or "masactrl_foreground_words" in kwargs:
+        pytest.skip("reweighting and masked mutual attention change the image even for an equal prompt")
+    if "local_blend_words" in kwargs:
+        kwargs["local_blend_words"] = ["red", "red"]
+    out = pipe(SOURCE, inversion=inversion, edit_method=method, output_type="latent", **kwargs)
+    assert torch.equal(out.latents, inversion.latents), method
+
+
+def test_image_and_source_prompt_in_one_call(pipe, rgb_image_module, inversion):
+    out = pipe(TARGET, image=rgb_image_module, source_prompt=SOURCE, edit_method="p2p", num_inference_steps=8,
+               guidance_scale=4.0, output_type="latent")
+    again = pipe(TARGET, inversion=inversion, edit_method="p2p", output_type="latent")
+    assert torch.equal(out.latents, again.latents) and torch.equal(out.source_latents, inversion.latents)
+    assert out.edit_parameters["p2p_mode"] == "replace"
+
+
+def test_p2p_picks_refine_for_added_words(pipe, inversion):
+    out = pipe("a big blue circle on a white background", inversion=inversion, edit_method="p2p",
+               output_type="latent")
+    assert out.edit_parameters["p2p_mode"] == "refine"
+
+
+def test_masactrl_past_the_last_step_equals_direct_editing(pipe, inversion):
+    """Equal up to kernel rounding: MasaCtrl's layers compute attention explicitly, direct editing keeps
+    the fused kernel there (about 1e-6 per call, amplified a little by the chain)."""
+    direct = pipe(TARGET, inversion=inversion, edit_method="direct", source_prompt=SOURCE, output_type="latent")
+    late = pipe(TARGET, inversion=inversion, edit_method="masactrl", masactrl_start_step=100, output_type="latent")
+    early = pipe(TARGET, inversion=inversion, edit_method="masactrl", masactrl_start_step=0,
+                 masactrl_total_layers=None, masactrl_start_layer=0, output_type="latent")
+    assert torch.allclose(direct.latents, late.latents, atol=1e-3)
+    assert not torch.allclose(direct.latents, early.latents, atol=1e-3)
+
+
+def test_attention_maps_are_returned_per_target_token(pipe, inversion):
+    out = pipe(TARGET, inversion=inversion, edit_method="p2p", output_type="latent", return_attention_maps=True)
+    (maps,) = out.attention_maps
+    assert [token for token, _ in maps][:3] == ["a", "blue", "circle"] or len(maps) >= 3
+    assert all(m.ndim == 2 for _, m in maps)
+
+
+def test_sdedit_strength_shortens_the_schedule():
+    scheduler = DualScheduleInversionScheduler()
+    scheduler.set_timesteps(50, strength=0.5)
+    assert scheduler.primary_timesteps.tolist() == list(range(481, 0, -20))
+    assert len(scheduler.timesteps) == 2 * 25 - 3
+    with pytest.raises(ValueError, match="strength must be in"):
+        scheduler.set_timesteps(50, strength=0.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"edit_method": "prompt2prompt"}, "`edit_method` must be one of direct, p2p, masactrl, sdedit"),
+        ({"edit_method": "p2p", "p2p_mode": "replace", "prompt": "a blue circle"},
+         "different word counts"),
+        ({"edit_method": "p2p", "local_blend_words": ["red", "green"]}, "green"),
+        ({"edit_method": "masactrl", "masactrl_start_layer": 40, "masactrl_total_layers": None}, "start_layer"),
+        ({"edit_method": "p2p", "inversion": None}, "edits a real image"),
+        ({"edit_method": "sdedit", "strength": 1.5}, "strength"),
+    ],
+)
+def test_bad_editing_input(pipe, inversion, kwargs, match):
+    kwargs = {"prompt": TARGET, "inversion": inversion, "output_type": "latent", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        pipe(**kwargs)
