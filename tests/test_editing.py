@@ -109,3 +109,16 @@ def test_bad_editing_input(pipe, inversion, kwargs, match):
     kwargs = {"prompt": TARGET, "inversion": inversion, "output_type": "latent", **kwargs}
     with pytest.raises(ValueError, match=match):
         pipe(**kwargs)
+
+
+@pytest.mark.parametrize("method, kwargs", METHODS[:2] + METHODS[4:6] + METHODS[-1:])
+def test_ddim_baseline_runs_every_method_with_the_same_budget(pipe, inversion, method, kwargs):
+    from diffusers_uip2p.evaluation import ddim_steps_for_same_budget
+    from diffusers_uip2p.evaluation.edit_baselines import ddim_edit
+
+    steps = ddim_steps_for_same_budget(8)
+    source, target, calls = ddim_edit(pipe, inversion.latents, [SOURCE, TARGET], steps, 4.0, method, **kwargs)
+    assert target.shape == inversion.latents.shape
+    assert not torch.equal(source, inversion.latents), "DDIM inversion is not exact"
+    expected = 2 * steps if method != "sdedit" else 2 * round(kwargs["strength"] * steps)
+    assert calls == expected

@@ -183,6 +183,9 @@ class AutoEditPipeline(
                 raise TypeError(
                     f"`inversion` must be the output of `pipe.invert(...)`, got {type(inversion).__name__}."
                 )
+            if source_prompt is not None and inversion.prompt != [source_prompt]:
+                raise ValueError(f"`source_prompt` {source_prompt!r} differs from the prompt the image was inverted "
+                                 f"with ({inversion.prompt}); leave it out or invert with it.")
             if num_inference_steps is not None and num_inference_steps != inversion.num_inference_steps:
                 raise ValueError(
                     f"num_inference_steps={num_inference_steps} differs from the {inversion.num_inference_steps} "
