@@ -47,7 +47,7 @@ def test_target_equal_to_source_reconstructs_exactly(pipe, inversion, method, kw
     if "equalizer" in kwargs or "masactrl_foreground_words" in kwargs:
         pytest.skip("reweighting and masked mutual attention change the image even for an equal prompt")
     if "local_blend_words" in kwargs:
-        kwargs["local_blend_words"] = ["red", "red"]
+        kwargs = {**kwargs, "local_blend_words": ["red", "red"]}
     out = pipe(SOURCE, inversion=inversion, edit_method=method, output_type="latent", **kwargs)
     assert torch.equal(out.latents, inversion.latents), method
 
