@@ -27,6 +27,7 @@ import PIL.ImageDraw
 import torch
 from tqdm.auto import tqdm
 
+from diffusers_uip2p.attention import draw_token_maps
 from diffusers_uip2p.evaluation import ddim_steps_for_same_budget
 from diffusers_uip2p.evaluation.edit_baselines import ddim_edit
 from diffusers_uip2p.pipelines.editing import EDIT_METHODS
@@ -81,6 +82,14 @@ def picture(examples: list, path: Path, scale: int = 2) -> None:
     grid.save(path)
 
 
+@torch.no_grad()
+def attention_picture(pipe, edit, args, path: Path) -> None:
+    """Per-token cross-attention of the target prompt during a P2P edit, drawn over the edited image."""
+    out = pipe(edit.edited_caption, image=render(edit.source), source_prompt=edit.input_caption, edit_method="p2p",
+               num_inference_steps=args.steps, guidance_scale=args.guidance_scale, return_attention_maps=True)
+    draw_token_maps(out.images[0], out.attention_maps[0], cell_size=96, columns=10).save(path)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-edits", type=int, default=50)
@@ -90,6 +99,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "shapes-editing.json"))
     parser.add_argument("--picture", default=str(ROOT / "docs" / "images" / "shapes-editing.png"))
+    parser.add_argument("--attention-picture", default=str(ROOT / "docs" / "images" / "shapes-attention.png"))
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,8 +129,9 @@ def main(argv=None):
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2, default=float) + "\n")
     picture(examples, Path(args.picture))
+    attention_picture(pipe, next(e for e in edits if e.kind == "colour_change"), args, Path(args.attention_picture))
     print(markdown(summary))
-    print(f"wrote {args.output} and {args.picture}")
+    print(f"wrote {args.output}, {args.picture} and {args.attention_picture}")
     return result
 
 
