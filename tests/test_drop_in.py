@@ -117,3 +117,24 @@ def test_invert_rejects_non_4d_latents():
     s.set_timesteps(10)
     with pytest.raises(ValueError, match="latents must be a 4-D tensor"):
         s.invert(torch.randn(4, 8, 8), lambda x, t: x)
+
+
+def test_generation_from_noise_walks_one_ddim_chain():
+    """Without an inverted state, the loop is a plain DDIM chain over the interleaved timesteps: the dual
+    updates would remove each chain's noise with the other chain's estimate."""
+    scheduler = DualScheduleInversionScheduler()
+    scheduler.set_timesteps(6)
+    model = lambda x, t: 0.3 * x + 0.01 * t / 1000  # noqa: E731  any deterministic function of (x, t)
+    x = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expected, sample = x.clone(), x.clone()
+    order = scheduler.timesteps.tolist()
+    alphas = scheduler.alphas_cumprod
+    for i, t in enumerate(order):
+        eps = model(expected, t)
+        a_t = alphas[t]
+        a_next = alphas[order[i + 1]] if i + 1 < len(order) else scheduler.clean_alpha_cumprod
+        x0 = (expected - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        expected = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+        sample = scheduler.step(model(sample, t), t, sample).prev_sample
+        assert torch.equal(scheduler.state.primary, scheduler.state.auxiliary)
+    assert torch.allclose(sample, expected, atol=1e-10)

@@ -159,6 +159,7 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         self._pending_state = None
         self._handed_out = None
         self._step_index = None
+        self._from_noise = False
 
     # ------------------------------------------------------------------ schedules
 
@@ -389,6 +390,8 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         if self._handed_out is None or not torch.equal(sample, self._handed_out.to(sample.device)):
             setattr(state, branch, sample.to(state.primary.device, CARRY_DTYPE))
         evaluated = getattr(state, branch)
+        if self._from_noise:
+            return self._single_chain_step(model_output, evaluated, i, sample, return_dict)
 
         # k indexes the ascending schedules: an auxiliary evaluation is at τ_k and moves z̃ᵖ from t_{k+1}
         # to t_k; a primary evaluation is at t_{k+1} and moves z̃ᵃ from τ_{k+1} to τ_k.
@@ -415,9 +418,32 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
             return (prev_sample, x0)
         return DualScheduleSchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
 
+    def _single_chain_step(self, model_output, evaluated, i: int, sample, return_dict: bool):
+        """Generation from noise: one DDIM chain down the interleaved timesteps (2N − 3 of them, then clean).
+
+        The dual updates remove, from each latent, the noise the model estimated on the *other* latent.
+        That is exact for a state inversion built (the two chains carry matching noise), but from fresh
+        noise the chains drift apart and each keeps the other's leftover noise. So a loop that did not
+        start from `begin(state)` walks ``timesteps`` as a plain (finer) DDIM schedule; both latents of
+        `state` hold the chain."""
+        current = self._order[i]
+        following = self._order[i + 1] if i + 1 < len(self._order) else None
+        eps = self._to_epsilon(model_output.to(evaluated.device), evaluated, current)
+        prev = self._ddim_move(evaluated, eps, current, following)
+        self._state.primary, self._state.auxiliary = prev, prev.clone()
+        alpha = self._alpha(current)
+        x0 = (evaluated - (1 - alpha).sqrt() * eps) / alpha.sqrt()
+        self._step_index += 1
+        prev_sample, x0 = prev.to(sample.device, sample.dtype), x0.to(sample.device, sample.dtype)
+        self._handed_out = prev_sample
+        if not return_dict:
+            return (prev_sample, x0)
+        return DualScheduleSchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
+
     def _start_loop(self, sample: torch.Tensor):
         """Take the state seeded by `begin`, or start from noise with both latents set to ``sample``."""
         seeded, self._pending_state = self._pending_state, None
+        self._from_noise = seeded is None
         if seeded is None:
             z = sample.to(self._carry_device(sample), CARRY_DTYPE)
             seeded = DualScheduleState(primary=z, auxiliary=z.clone(), timesteps=self.timesteps.cpu(),
