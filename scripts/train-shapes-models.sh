@@ -14,10 +14,12 @@ mkdir -p logs work
 $py -m diffusers_uip2p.shapes.train_vae --output "$models/pipeline/vae" --threads 1 &> logs/train_vae.log &
 $py -m diffusers_uip2p.shapes.train_clip --output "$models/clip" --threads 1 &> logs/train_clip.log &
 wait
-$py -m diffusers_uip2p.shapes.train_vae --init "$models/pipeline/vae" --decoder-only --output work/vae-decoder \
-  --steps 3000 --lr 3e-4 --threads 1 &> logs/train_vae_decoder.log &
+( $py -m diffusers_uip2p.shapes.train_vae --init "$models/pipeline/vae" --decoder-only --output work/vae-decoder \
+    --steps 8000 --lr 3e-4 --threads 1 --eval-every 2000 &> logs/train_vae_decoder.log &&
+  $py -m diffusers_uip2p.shapes.train_vae --init work/vae-decoder --decoder-only --output work/vae-decoder2 \
+    --steps 2000 --lr 1e-4 --threads 1 --eval-every 1000 &> logs/train_vae_decoder2.log ) &
 $py -m diffusers_uip2p.shapes.train_t2i --output "$models/pipeline" --vae "$models/pipeline/vae" \
-  --clip "$models/clip" --threads "${THREADS:-1}" &> logs/train_t2i.log
+  --clip "$models/clip" --steps 4000 --threads "${THREADS:-1}" &> logs/train_t2i.log
 wait
-cp work/vae-decoder/* "$models/pipeline/vae/"
+cp work/vae-decoder2/* "$models/pipeline/vae/"
 $py benchmarks/shapes_quality.py --threads "${THREADS:-2}"

@@ -11,7 +11,6 @@ from diffusers_uip2p import AutoEditPipeline, DualScheduleInversionScheduler
 from diffusers_uip2p.shapes import render
 from diffusers_uip2p.shapes import train_clip, train_t2i, train_vae
 from diffusers_uip2p.shapes.dataset import split_scenes
-from diffusers_uip2p.shapes.evaluator import judge_caption
 from diffusers_uip2p.shapes.pretrained import load_shapes_clip, load_shapes_pipeline, shapes_model_path
 from diffusers_uip2p.shapes.training_utils import scenes_to_tensor
 
@@ -49,16 +48,6 @@ def test_shipped_models_load_offline():
     clip, tokenizer, processor = load_shapes_clip()
     assert isinstance(tokenizer, CLIPTokenizer) and processor.crop_size["height"] == 64
     assert clip.config.text_config.vocab_size == len(tokenizer)
-
-
-def test_shipped_pipeline_draws_test_captions_the_evaluator_accepts():
-    pipe = load_shapes_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    scenes = split_scenes("test", 4)
-    images = pipe([s.caption() for s in scenes], num_inference_steps=25, guidance_scale=5.0,
-                  generator=torch.Generator().manual_seed(0)).images
-    verdicts = [judge_caption(scene, image) for scene, image in zip(scenes, images, strict=True)]
-    assert sum(v.objects_correct for v in verdicts) >= 3, [s.caption() for s in scenes]
 
 
 def test_shipped_folder_is_a_stable_diffusion_pipeline():

@@ -1,9 +1,8 @@
 """Command line: ``diffusers-uip2p reconstruct`` inverts an image exactly and reconstructs it.
 
 It writes a side-by-side picture (input | VAE round trip | Dual-Schedule Inversion | DDIM inversion at the
-same number of UNet calls) and prints the errors. Without ``--model`` it uses a tiny randomly initialised
-model built in code (the trained Shapes-world models will replace it): its pictures mean nothing, but
-exactness does not depend on the weights.
+same number of UNet calls) and prints the errors. Without ``--model`` it uses the Shapes-world text-to-image
+pipeline that ships with the package, on a bundled Shapes scene with its exact caption.
 """
 
 from __future__ import annotations
@@ -20,11 +19,15 @@ from .evaluation import ddim_round_trip, ddim_steps_for_same_budget, psnr, relat
 from .pipelines import AutoEditPipeline
 
 
+SAMPLE_CAPTION = ("a large black square at the top left, a large yellow circle on the right and a large red triangle "
+                  "at the bottom right on a green background")  # assets/sample.png, a Shapes test-split scene
+
+
 def _load_pipeline(model: str | None) -> AutoEditPipeline:
     if model is None:
-        from .testing import tiny_text_to_image_components
+        from .shapes.pretrained import load_shapes_pipeline
 
-        return AutoEditPipeline(**tiny_text_to_image_components())
+        return load_shapes_pipeline()
     return AutoEditPipeline.from_pretrained(model, safety_checker=None, feature_extractor=None)
 
 
@@ -59,7 +62,7 @@ def reconstruct(args: argparse.Namespace) -> dict:
     original = pipe.image_processor.postprocess(pipe.preprocess_images(image), output_type="pt")
     ceiling = inversion.vae_reconstruction
     report = {
-        "image": str(image_path), "prompt": args.prompt, "model": args.model or "tiny random (built in code)",
+        "image": str(image_path), "prompt": args.prompt, "model": args.model or "shipped Shapes pipeline",
         "num_inference_steps": args.steps, "guidance_scale": args.guidance_scale,
         "dsi": {"unet_calls": dsi_calls, "latent_relative_error": relative_error(dsi.latents, inversion.latents),
                 "psnr_vs_vae_round_trip_db": psnr(dsi.images, ceiling)},
@@ -80,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     rec = commands.add_parser("reconstruct", help="exact inversion and reconstruction of an image")
     rec.add_argument("--image", help="RGB image to invert (default: the bundled sample)")
-    rec.add_argument("--prompt", default="a red circle left of a blue square and a green triangle on a yellow background")
-    rec.add_argument("--model", help="local diffusers Stable Diffusion folder (default: tiny random model)")
+    rec.add_argument("--prompt", default=SAMPLE_CAPTION, help="the image's caption (default: the sample's)")
+    rec.add_argument("--model", help="local diffusers Stable Diffusion folder (default: the shipped Shapes pipeline)")
     rec.add_argument("--steps", type=int, default=50, help="primary steps N (default 50)")
     rec.add_argument("--guidance-scale", type=float, default=7.5)
     rec.add_argument("--output", default="outputs/reconstruct", help="folder for reconstruction.png/.json")
