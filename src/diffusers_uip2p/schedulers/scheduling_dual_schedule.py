@@ -390,24 +390,28 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         if self._handed_out is None or not torch.equal(sample, self._handed_out.to(sample.device)):
             setattr(state, branch, sample.to(state.primary.device, CARRY_DTYPE))
         evaluated = getattr(state, branch)
-        if self._from_noise:
-            return self._single_chain_step(model_output, evaluated, i, sample, return_dict)
-
-        # k indexes the ascending schedules: an auxiliary evaluation is at τ_k and moves z̃ᵖ from t_{k+1}
-        # to t_k; a primary evaluation is at t_{k+1} and moves z̃ᵃ from τ_{k+1} to τ_k.
-        k = (len(self.timesteps) - 1 - i) // 2
-        t, tau = self._t, self._tau  # ascending
-        eval_t = tau[k] if branch == "auxiliary" else t[k + 1]
-        eps = self._to_epsilon(model_output.to(evaluated.device), evaluated, eval_t)
-        if branch == "auxiliary":
-            state.primary = self._ddim_move(state.primary, eps, t[k + 1], t[k])  # Eq. 13
-            if k == 0:  # last step: undo the start of `invert` with the same ε(z̃ᵃ(τ_0), τ_0)
-                prev = self._ddim_move(state.primary, eps, t[0], None)
-            else:
-                prev = state.primary
+        if self._from_noise:  # one plain DDIM chain down the interleaved timesteps (see `_start_loop`)
+            eval_t = self._order[i]
+            following = self._order[i + 1] if i + 1 < len(self._order) else None
+            eps = self._to_epsilon(model_output.to(evaluated.device), evaluated, eval_t)
+            prev = self._ddim_move(evaluated, eps, eval_t, following)
+            state.primary, state.auxiliary = prev, prev.clone()
         else:
-            state.auxiliary = self._ddim_move(state.auxiliary, eps, tau[k + 1], tau[k])  # Eq. 14
-            prev = state.auxiliary
+            # k indexes the ascending schedules: an auxiliary evaluation is at τ_k and moves z̃ᵖ from t_{k+1}
+            # to t_k; a primary evaluation is at t_{k+1} and moves z̃ᵃ from τ_{k+1} to τ_k.
+            k = (len(self.timesteps) - 1 - i) // 2
+            t, tau = self._t, self._tau  # ascending
+            eval_t = tau[k] if branch == "auxiliary" else t[k + 1]
+            eps = self._to_epsilon(model_output.to(evaluated.device), evaluated, eval_t)
+            if branch == "auxiliary":
+                state.primary = self._ddim_move(state.primary, eps, t[k + 1], t[k])  # Eq. 13
+                if k == 0:  # last step: undo the start of `invert` with the same ε(z̃ᵃ(τ_0), τ_0)
+                    prev = self._ddim_move(state.primary, eps, t[0], None)
+                else:
+                    prev = state.primary
+            else:
+                state.auxiliary = self._ddim_move(state.auxiliary, eps, tau[k + 1], tau[k])  # Eq. 14
+                prev = state.auxiliary
         alpha = self._alpha(eval_t)
         x0 = (evaluated - (1 - alpha).sqrt() * eps) / alpha.sqrt()
         self._step_index += 1
@@ -418,30 +422,13 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
             return (prev_sample, x0)
         return DualScheduleSchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
 
-    def _single_chain_step(self, model_output, evaluated, i: int, sample, return_dict: bool):
-        """Generation from noise: one DDIM chain down the interleaved timesteps (2N − 3 of them, then clean).
-
-        The dual updates remove, from each latent, the noise the model estimated on the *other* latent.
-        That is exact for a state inversion built (the two chains carry matching noise), but from fresh
-        noise the chains drift apart and each keeps the other's leftover noise. So a loop that did not
-        start from `begin(state)` walks ``timesteps`` as a plain (finer) DDIM schedule; both latents of
-        `state` hold the chain."""
-        current = self._order[i]
-        following = self._order[i + 1] if i + 1 < len(self._order) else None
-        eps = self._to_epsilon(model_output.to(evaluated.device), evaluated, current)
-        prev = self._ddim_move(evaluated, eps, current, following)
-        self._state.primary, self._state.auxiliary = prev, prev.clone()
-        alpha = self._alpha(current)
-        x0 = (evaluated - (1 - alpha).sqrt() * eps) / alpha.sqrt()
-        self._step_index += 1
-        prev_sample, x0 = prev.to(sample.device, sample.dtype), x0.to(sample.device, sample.dtype)
-        self._handed_out = prev_sample
-        if not return_dict:
-            return (prev_sample, x0)
-        return DualScheduleSchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
-
     def _start_loop(self, sample: torch.Tensor):
-        """Take the state seeded by `begin`, or start from noise with both latents set to ``sample``."""
+        """Take the state seeded by `begin`, or start from noise with both latents set to ``sample``.
+
+        From noise, `step` walks ``timesteps`` as one plain (finer) DDIM chain. The dual updates remove,
+        from each latent, the noise the model estimated on the *other* latent: exact for a state that
+        inversion built (the two chains carry matching noise), but from fresh noise the chains drift apart
+        and each keeps the other's leftover noise."""
         seeded, self._pending_state = self._pending_state, None
         self._from_noise = seeded is None
         if seeded is None:
