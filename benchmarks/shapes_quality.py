@@ -70,12 +70,10 @@ def reconstructions(pipe, scenes, steps: int, guidance: float) -> dict:
     model_fn = pipe.guided_model_fn([s.caption() for s in scenes], guidance)
     dsi, dsi_calls = dsi_round_trip(pipe.scheduler, latents, model_fn, steps)
     ddim, ddim_calls = ddim_round_trip(pipe.scheduler.config, latents, model_fn, ddim_steps_for_same_budget(steps))
-    decode = lambda z: pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample  # noqa: E731
-    ceiling = decode(latents)
-    return {"images": {"vae": ceiling, "dsi": decode(dsi.to(latents.dtype)), "ddim": decode(ddim)},
-            "psnr": {name: psnr_per_image(x, images).mean().item()
-                     for name, x in (("vae ceiling", ceiling), ("dsi", decode(dsi.to(latents.dtype))),
-                                     ("ddim", decode(ddim)))},
+    decoded = {name: pipe.vae.decode(z.to(latents.dtype) / pipe.vae.config.scaling_factor).sample
+               for name, z in (("vae ceiling", latents), ("dsi", dsi), ("ddim", ddim))}
+    return {"images": decoded,
+            "psnr": {name: psnr_per_image(x, images).mean().item() for name, x in decoded.items()},
             "latent_bitwise_exact": bool(torch.equal(dsi.to(latents.dtype), latents)),
             "unet_calls": {"dsi": dsi_calls, "ddim": ddim_calls}, "ddim_steps": ddim_steps_for_same_budget(steps)}
 

@@ -20,7 +20,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenize
 from ..evaluation.clip_features import clip_image_embeddings, clip_text_embeddings
 from .dataset import split_scenes
 from .tokenizer import shapes_tokenizer
-from .training_utils import cosine_lr, command_line, scenes_to_tensor, write_model_card
+from .training_utils import command_line, cosine_lr, scenes_to_tensor, set_lr, start_run, write_model_card
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation, kept for familiarity
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -77,10 +77,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--eval-every", type=int, default=500)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = start_run(args.threads, args.seed)
 
     tokenizer = shapes_tokenizer()
     model = CLIPModel(shapes_clip_config(tokenizer)).to(device).train()
@@ -92,8 +89,7 @@ def main(argv=None):
     start = time.time()
     progress = tqdm(range(args.steps), desc="clip")
     for step in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, args.steps, args.lr)
+        set_lr(optimizer, cosine_lr(step, args.steps, args.lr))
         batch = [train[i] for i in torch.randint(len(train), (args.batch_size,), generator=generator).tolist()]
         tokens = tokenizer([s.caption() for s in batch], padding=True, return_tensors="pt").to(device)
         pixels = normalise(scenes_to_tensor(batch).to(device))

@@ -29,7 +29,8 @@ from ..schedulers import DualScheduleInversionScheduler
 from ..testing import SD15_SCHEDULER_CONFIG
 from .dataset import split_scenes
 from .evaluator import judge_caption
-from .training_utils import command_line, cosine_lr, earlier_stage, scenes_to_tensor, write_model_card
+from .training_utils import (command_line, cosine_lr, earlier_stage, scenes_to_tensor, set_lr, start_run,
+                             write_model_card)
 
 
 def shapes_unet(cross_attention_dim: int) -> UNet2DConditionModel:
@@ -91,10 +92,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--eval-scenes", type=int, default=50, help="validation captions sampled at the end")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = start_run(args.threads, args.seed)
 
     vae = AutoencoderKL.from_pretrained(args.vae).to(device).eval()
     tokenizer = CLIPTokenizer.from_pretrained(args.clip)
@@ -115,8 +113,7 @@ def main(argv=None):
     start = time.time()
     progress = tqdm(range(args.steps), desc="unet")
     for step in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, args.steps, args.lr)
+        set_lr(optimizer, cosine_lr(step, args.steps, args.lr))
         index = torch.randint(len(latents), (args.batch_size,), generator=generator, device=device)
         clean, condition = latents[index], embeddings[index]
         dropped = torch.rand(args.batch_size, generator=generator, device=device) < args.drop_caption

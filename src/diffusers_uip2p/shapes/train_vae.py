@@ -18,7 +18,8 @@ from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from .dataset import split_scenes
-from .training_utils import command_line, cosine_lr, earlier_stage, scenes_to_tensor, write_model_card
+from .training_utils import (command_line, cosine_lr, earlier_stage, scenes_to_tensor, set_lr, start_run,
+                             write_model_card)
 
 
 def shapes_vae() -> AutoencoderKL:
@@ -60,10 +61,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--eval-every", type=int, default=1000)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = start_run(args.threads, args.seed)
 
     train = scenes_to_tensor(split_scenes("train", args.num_scenes)).to(device)
     validation = scenes_to_tensor(split_scenes("validation", args.validation_scenes)).to(device)
@@ -80,8 +78,7 @@ def main(argv=None):
     start = time.time()
     progress = tqdm(range(args.steps), desc="vae")
     for step in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, args.steps, args.lr)
+        set_lr(optimizer, cosine_lr(step, args.steps, args.lr))
         images = train[torch.randint(len(train), (args.batch_size,), generator=generator, device=device)]
         with torch.set_grad_enabled(not args.decoder_only):
             posterior = vae.encode(images).latent_dist

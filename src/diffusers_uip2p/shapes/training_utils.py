@@ -21,6 +21,19 @@ def scenes_to_tensor(scenes: list[Scene]) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def start_run(threads: int | None, seed: int) -> str:
+    """What every training script does first: torch's threads, the seed; returns the device to train on."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def cosine_lr(step: int, total: int, peak: float, warmup: int = 100, floor: float = 0.02) -> float:
     """Linear warm-up to ``peak``, then cosine decay to ``floor × peak``."""
     if step < warmup:
