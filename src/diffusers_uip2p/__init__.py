@@ -4,6 +4,7 @@ Every module that defines a saved component is imported here: diffusers resolves
 components from ``sys.modules`` when it loads a pipeline folder.
 """
 
+from .classifier import EditTaskClassifier
 from .pipelines import AutoEditPipeline, AutoEditPipelineOutput, DualScheduleInversionOutput
 from .schedulers import DualScheduleInversionScheduler, DualScheduleSchedulerOutput, DualScheduleState
 
@@ -16,4 +17,5 @@ __all__ = [
     "DualScheduleInversionScheduler",
     "DualScheduleSchedulerOutput",
     "DualScheduleState",
+    "EditTaskClassifier",
 ]

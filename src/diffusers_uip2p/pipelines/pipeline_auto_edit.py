@@ -1,7 +1,8 @@
 """AutoEditPipeline: exact Dual-Schedule Inversion of real images, then reconstruction or editing.
 
-First cut: editing is direct (sample the inverted state with the target prompt, paper Fig. 3c). The
-editing methods (P2P, MasaCtrl, SDEdit) and the task classifier that picks among them plug in later.
+Editing runs on the exact inversion with one of the DSI paper's methods (direct sampling with the target
+prompt, P2P, MasaCtrl, SDEdit), or ``edit_method="auto"``: a BLIP caption when no source prompt is given,
+the task classifier (or word rules) on the prompt pair, and the method the task calls for (§4.3).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from diffusers.pipelines.pipeline_utils import StableDiffusionMixin
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
-from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer
+from transformers import BlipForConditionalGeneration, BlipProcessor, CLIPImageProcessor, CLIPTextModel, CLIPTokenizer
 
 from ..attention import attention_control
+from ..classifier import EditTaskClassifier
 from ..schedulers import DualScheduleInversionScheduler, DualScheduleState
 from .editing import EDIT_METHODS, EditPlan, plan_edit
 from .inversion import DualScheduleInversionMixin, as_prompt_list, repeat_state
 from .outputs import AutoEditPipelineOutput, DualScheduleInversionOutput
+from .routing import EditRoute, caption_image, route_edit, task_method_table
 
 logger = logging.get_logger(__name__)
 
@@ -45,11 +48,18 @@ class AutoEditPipeline(
     inversion = pipe.invert(image, prompt="a cat sitting on a bench")
     same = pipe("a cat sitting on a bench", inversion=inversion).images[0]   # exact reconstruction
     edit = pipe("a dog sitting on a bench", inversion=inversion).images[0]   # direct edit
+    out = pipe("a dog sitting on a bench", image=image, source_prompt="a cat sitting on a bench",
+               edit_method="auto")   # out.edit_task, out.edit_method: why this method was chosen
     ```
+
+    Optional components: ``task_classifier`` (`EditTaskClassifier` trained on this pipeline's text
+    encoder; without it, ``"auto"`` decides by word rules) and ``captioner`` with ``caption_processor``
+    (transformers BLIP captioning, e.g. ``Salesforce/blip-image-captioning-base``), which writes the source
+    prompt when none is given.
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
-    _optional_components = ["safety_checker", "feature_extractor"]
+    _optional_components = ["safety_checker", "feature_extractor", "task_classifier", "captioner", "caption_processor"]
     _exclude_from_cpu_offload = ["safety_checker"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
@@ -62,6 +72,9 @@ class AutoEditPipeline(
         scheduler: DualScheduleInversionScheduler,
         safety_checker: StableDiffusionSafetyChecker | None = None,
         feature_extractor: CLIPImageProcessor | None = None,
+        task_classifier: EditTaskClassifier | None = None,
+        captioner: BlipForConditionalGeneration | None = None,
+        caption_processor: BlipProcessor | None = None,
     ):
         super().__init__()
         if not isinstance(scheduler, DualScheduleInversionScheduler):
@@ -72,7 +85,8 @@ class AutoEditPipeline(
             scheduler = DualScheduleInversionScheduler.from_config(scheduler.config)
         self.register_modules(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-            safety_checker=safety_checker, feature_extractor=feature_extractor,
+            safety_checker=safety_checker, feature_extractor=feature_extractor, task_classifier=task_classifier,
+            captioner=captioner, caption_processor=caption_processor,
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if vae is not None else 8
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
@@ -163,19 +177,20 @@ class AutoEditPipeline(
 
     # ------------------------------------------------------------------ sampling
 
-    def check_inputs(self, prompt, prompt_embeds, inversion, image, source_prompt, edit_method, num_inference_steps,
-                     height, width, callback_on_step_end_tensor_inputs):
+    def check_inputs(self, prompt, prompt_embeds, inversion, image, source_prompt, edit_method, task_methods,
+                     num_inference_steps, height, width, callback_on_step_end_tensor_inputs):
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("Give exactly one of `prompt` and `prompt_embeds`.")
         if prompt is not None:
             as_prompt_list(prompt)
-        if edit_method not in EDIT_METHODS:
-            raise ValueError(f"`edit_method` must be one of {', '.join(EDIT_METHODS)}, got {edit_method!r}.")
+        if edit_method not in (*EDIT_METHODS, "auto"):
+            raise ValueError(f"`edit_method` must be one of {', '.join(EDIT_METHODS)} or 'auto', got {edit_method!r}.")
         if image is not None and inversion is not None:
             raise ValueError("Give `image` (with `source_prompt`) or `inversion`, not both.")
-        if image is not None and source_prompt is None:
-            raise ValueError("`source_prompt` is required with `image`: the caption of the image, which inversion "
-                             "and the source branch of the edit use.")
+        if image is not None and source_prompt is None and (self.captioner is None or self.caption_processor is None):
+            raise ValueError("`source_prompt` is required with `image` (the caption of the image, which inversion "
+                             "and the source branch of the edit use), unless the pipeline has a `captioner` and "
+                             "`caption_processor` to write it.")
         if source_prompt is not None and not isinstance(source_prompt, str):
             raise TypeError(f"`source_prompt` must be a str (one source image), got {type(source_prompt).__name__}.")
         if inversion is not None:
@@ -199,6 +214,12 @@ class AutoEditPipeline(
             raise ValueError(f"Editing methods edit one image at a time; `inversion` holds {inversion.state.batch_size}.")
         if editing and prompt is None:
             raise ValueError("Editing methods need the target `prompt` as text (its words steer the attention).")
+        if edit_method == "auto" and prompt is not None and len(as_prompt_list(prompt)) != 1:
+            raise ValueError("edit_method='auto' routes one target prompt at a time; give a single `prompt`.")
+        if task_methods is not None:
+            if edit_method != "auto":
+                raise ValueError(f"`task_methods` applies to edit_method='auto' only, got edit_method={edit_method!r}.")
+            task_method_table(task_methods)
         for name, size in (("height", height), ("width", width)):
             if size is not None and (size <= 0 or size % self.vae_scale_factor):
                 raise ValueError(f"`{name}` must be a positive multiple of {self.vae_scale_factor}, got {size}.")
@@ -228,6 +249,7 @@ class AutoEditPipeline(
         image=None,
         source_prompt: str | None = None,
         edit_method: str = "direct",
+        task_methods: dict[str, str] | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         negative_prompt: str | list[str] | None = None,
@@ -266,10 +288,13 @@ class AutoEditPipeline(
             prompt: target prompt(s). With ``inversion`` and the "direct" method, the inversion's own prompt
                 reconstructs the image exactly and another prompt edits it directly (paper Fig. 3c).
             inversion: the output of `invert`; or give ``image`` and ``source_prompt`` to invert here.
-            image, source_prompt: the real image and its caption (editing only).
+            image, source_prompt: the real image and its caption (editing only); without ``source_prompt`` the
+                pipeline's ``captioner`` writes one.
             edit_method: "direct" (sample the inversion with the target prompt), "p2p" (Prompt-to-Prompt:
                 object replacement, scene editing), "masactrl" (mutual self-attention: action editing) or
-                "sdedit" (from an intermediate noise level: object adding, style editing).
+                "sdedit" (from an intermediate noise level: object adding, style editing), or "auto": the task
+                classifier (or, without one, word rules) decides the task and the task the method.
+            task_methods: with "auto", overrides of the task → method table, e.g. {"style_editing": "p2p"}.
             num_inference_steps: defaults to the inversion's (and must equal it); 50 otherwise.
             guidance_scale: defaults to the inversion's; 7.5 otherwise.
             negative_prompt: defaults to the inversion's.
@@ -294,8 +319,8 @@ class AutoEditPipeline(
                 scheduler carries; the callback may instead edit both latents of ``pipe.scheduler.state`` in
                 place (LocalBlend-style), and the next step sees the edit.
         """
-        self.check_inputs(prompt, prompt_embeds, inversion, image, source_prompt, edit_method, num_inference_steps,
-                          height, width, callback_on_step_end_tensor_inputs)
+        self.check_inputs(prompt, prompt_embeds, inversion, image, source_prompt, edit_method, task_methods,
+                          num_inference_steps, height, width, callback_on_step_end_tensor_inputs)
         scheduler = self._inversion_scheduler()
         device = self._execution_device
         if inversion is not None:
@@ -307,10 +332,17 @@ class AutoEditPipeline(
 
         editing = edit_method != "direct" or image is not None or source_prompt is not None or (
             return_attention_maps and inversion is not None)
-        plan = EditPlan(edit_method)
+        plan, route = EditPlan(edit_method), None
         if editing:
-            source_prompt = inversion.prompt[0] if inversion is not None else source_prompt
+            if inversion is not None:
+                source_prompt = inversion.prompt[0]
+            elif source_prompt is None:
+                source_prompt = caption_image(self.captioner, self.caption_processor,
+                                              self.image_processor.postprocess(self.preprocess_images(image))[0])
             prompt = [source_prompt, *as_prompt_list(prompt)]
+            if edit_method == "auto":
+                route = self.route_edit(source_prompt, prompt[1], task_methods)
+                edit_method = route.method
             plan = plan_edit(
                 edit_method, prompt, self.tokenizer, p2p_mode=p2p_mode, cross_replace_steps=cross_replace_steps,
                 self_replace_steps=self_replace_steps, equalizer=equalizer, local_blend_words=local_blend_words,
@@ -394,4 +426,12 @@ class AutoEditPipeline(
         return AutoEditPipelineOutput(
             images=images, latents=latents, nsfw_content_detected=has_nsfw, source_latents=source_latents,
             edit_method=edit_method, edit_parameters=plan.parameters, attention_maps=attention_maps,
+            source_prompt=prompt[0] if editing else None, edit_task=route and route.task,
+            task_probabilities=route and route.probabilities, task_rule=route and route.rule,
         )
+
+    def route_edit(self, source_prompt: str, target_prompt: str, task_methods: dict[str, str] | None = None
+                   ) -> EditRoute:
+        """What ``edit_method="auto"`` would do for this prompt pair: the task, how it was decided, the method."""
+        return route_edit(source_prompt, target_prompt, task_method_table(task_methods), self.task_classifier,
+                          self.text_encoder, self.tokenizer)

@@ -2,7 +2,7 @@
 
 The loss is SD's autoencoder loss without the adversarial and perceptual terms, which flat-coloured
 scenes do not need: L1 + MSE on pixels plus a small KL to the unit Gaussian that keeps the latents
-smooth. At the end the latents' standard deviation sets ``scaling_factor``, as SD did for its VAE.
+smooth. At the end the latents are standardised per channel (see `standardise_latents`).
 
     python -m diffusers_uip2p.shapes.train_vae --output src/diffusers_uip2p/shapes/models/pipeline/vae
 """
@@ -34,6 +34,30 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
     """Mean PSNR in dB of images in [-1, 1], per image then averaged."""
     mse = ((reconstruction.clamp(-1, 1) - target) / 2).pow(2).flatten(1).mean(1)
     return (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()
+
+
+@torch.no_grad()
+def standardise_latents(vae: AutoencoderKL, images: torch.Tensor) -> None:
+    """Give every latent channel mean 0 and std 1 by folding an affine map into the 1×1 convolutions on
+    either side of the latent (``quant_conv`` and ``post_quant_conv``); ``scaling_factor`` becomes 1.
+
+    SD sets one global ``scaling_factor``. Here the channels' spreads differ by up to 6× (the chroma
+    channels are the narrow ones), so under one factor the diffusion noise drowns colour long before shape
+    and a UNet learns colour slowly. Folding keeps the VAE a plain `AutoencoderKL` that every diffusers
+    pipeline loads, and the decoded images do not change (the map is inverted exactly before decoding)."""
+    latents = vae.encode(images).latent_dist.mode() * vae.config.scaling_factor
+    mean, std = latents.mean(dim=(0, 2, 3)), latents.std(dim=(0, 2, 3))
+    channels = len(mean)
+    # encoder side: the first `channels` outputs are the posterior mean, the rest its log-variance
+    gain = vae.config.scaling_factor / std
+    vae.quant_conv.weight[:channels] *= gain[:, None, None, None]
+    vae.quant_conv.bias[:channels] = (vae.quant_conv.bias[:channels] * vae.config.scaling_factor - mean) / std
+    vae.quant_conv.bias[channels:] += 2 * torch.log(gain)
+    # decoder side: z = z' · std + mean, then the old post_quant_conv on z / scaling_factor
+    weight = vae.post_quant_conv.weight[:, :, 0, 0] / vae.config.scaling_factor
+    vae.post_quant_conv.bias += weight @ mean
+    vae.post_quant_conv.weight *= (std / vae.config.scaling_factor)[None, :, None, None]
+    vae.register_to_config(scaling_factor=1.0)
 
 
 @torch.no_grad()
@@ -95,9 +119,7 @@ def main(argv=None):
 
     vae.eval()
     if not args.decoder_only:
-        with torch.no_grad():
-            latents = vae.encode(validation).latent_dist.mode()
-        vae.register_to_config(scaling_factor=float(1 / latents.std()))
+        standardise_latents(vae, train[:2048])
     previous = earlier_stage(args.init)
     vae.to("cpu").save_pretrained(args.output)
     figures = {f"validation PSNR ({args.validation_scenes} scenes, posterior mode)": f"{evaluate(vae.to(device), validation):.2f} dB",

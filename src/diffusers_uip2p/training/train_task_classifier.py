@@ -1,0 +1,164 @@
+"""Train an `EditTaskClassifier` on (source, target, task) triples over a frozen text encoder (DSI §4.3).
+
+The classifier reads the text encoder's hidden states, so train it on the text encoder of the pipeline it
+will route for (a Stable Diffusion checkpoint's own CLIP, or the Shapes world's): the two must match.
+
+    accelerate launch -m diffusers_uip2p.training.train_task_classifier \\
+        --pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5 --output_dir task-classifier
+
+Data: the committed generated triples by default (`diffusers_uip2p.classifier.triples`), any JSONL of
+{"source", "target", "task"} records, or ``--shapes`` for the Shapes world's edits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from ..classifier import EDIT_TASKS, EditTaskClassifier, load_triples
+
+Pair = tuple[str, str, str]  # source, target, task
+
+
+def read_jsonl(path: str) -> list[Pair]:
+    pairs = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            record = json.loads(line)
+            if record.get("task") not in EDIT_TASKS:
+                raise ValueError(f"{path}:{number}: `task` must be one of {', '.join(EDIT_TASKS)}, "
+                                 f"got {record.get('task')!r}.")
+            pairs.append((record["source"], record["target"], record["task"]))
+    return pairs
+
+
+def shapes_pairs(split: str, num: int) -> list[Pair]:
+    from ..shapes.dataset import split_edits
+    return [(e.source.caption(), e.target.caption(), e.category) for e in split_edits(split, num)]
+
+
+def load_pairs(args, split: str) -> list[Pair]:
+    if args.shapes:
+        return shapes_pairs(split, args.num_shapes_train if split == "train" else args.num_shapes_test)
+    path = args.train_file if split == "train" else args.test_file
+    if path:
+        return read_jsonl(path)
+    return [(t.source, t.target, t.task) for t in load_triples(split)]
+
+
+@torch.no_grad()
+def evaluate(classifier, pairs: list[Pair], text_encoder, tokenizer, batch_size: int) -> dict[str, float]:
+    """Accuracy overall and per task."""
+    classifier.eval()
+    hits = {task: [0, 0] for task in EDIT_TASKS}
+    for i in range(0, len(pairs), batch_size):
+        group = pairs[i: i + batch_size]
+        labels = classifier.predict([p[0] for p in group], [p[1] for p in group], text_encoder, tokenizer).labels
+        for (_, _, task), label in zip(group, labels, strict=True):
+            hits[task][0] += label == task
+            hits[task][1] += 1
+    classifier.train()
+    scores = {task: right / total for task, (right, total) in hits.items() if total}
+    scores["all"] = sum(r for r, _ in hits.values()) / max(1, sum(t for _, t in hits.values()))
+    return scores
+
+
+def write_card(args, classifier, scores: dict[str, float], seconds: float, num_train: int) -> None:
+    table = "\n".join(f"| {task} | {score:.3f} |" for task, score in scores.items())
+    config = {k: classifier.config[k] for k in ("input_dim", "num_tokens", "hidden_dim", "num_heads", "num_layers")}
+    data = "the Shapes world's edits" if args.shapes else (args.train_file or "the generated triples")
+    (Path(args.output_dir) / "README.md").write_text(
+        f"# Edit-task classifier\n\nRoutes a (source prompt, target prompt) pair to one of the DSI paper's five "
+        f"edit tasks. Trained over the frozen text encoder of `{args.pretrained_model_name_or_path}`, which it "
+        f"must be used with.\n\n- configuration: {config}\n- data: {data}, {num_train} training pairs\n"
+        f"- seed: {args.seed}\n- training time: {seconds / 60:.1f} min\n\n## Training\n\n```\n{args.command}\n```\n\n"
+        f"## Test accuracy\n\n| task | accuracy |\n|---|---|\n{table}\n")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pretrained_model_name_or_path", required=True,
+                        help="pipeline folder or Hub id holding text_encoder/ and tokenizer/")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--train_file", help="JSONL of {source, target, task}; default: the generated triples")
+    parser.add_argument("--test_file", help="JSONL for the test accuracy; default: the generated test split")
+    parser.add_argument("--shapes", action="store_true", help="train on the Shapes world's edits instead")
+    parser.add_argument("--num_shapes_train", type=int, default=8000)
+    parser.add_argument("--num_shapes_test", type=int, default=1000)
+    parser.add_argument("--hidden_dim", type=int, default=512, help="Table S7: 512")
+    parser.add_argument("--num_layers", type=int, default=6, help="Table S7: 6")
+    parser.add_argument("--num_heads", type=int, default=8, help="Table S7: 8")
+    parser.add_argument("--num_epochs", type=int, default=3)
+    parser.add_argument("--train_batch_size", type=int, default=64)
+    parser.add_argument("--learning_rate", type=float, default=3e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--push_to_hub", action="store_true")
+    parser.add_argument("--hub_model_id", help="repository for --push_to_hub (default: the output folder's name)")
+    args = parser.parse_args(argv)
+    args.command = "python -m diffusers_uip2p.training.train_task_classifier " + " ".join(
+        argv if argv is not None else __import__("sys").argv[1:])
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    accelerator = Accelerator()
+    set_seed(args.seed)
+    tokenizer = CLIPTokenizer.from_pretrained(args.pretrained_model_name_or_path, subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(args.pretrained_model_name_or_path, subfolder="text_encoder")
+    text_encoder.requires_grad_(False).eval().to(accelerator.device)
+    train, test = load_pairs(args, "train"), load_pairs(args, "test")
+
+    classifier = EditTaskClassifier(input_dim=text_encoder.config.hidden_size,
+                                    num_tokens=2 * tokenizer.model_max_length, hidden_dim=args.hidden_dim,
+                                    num_heads=args.num_heads, num_layers=args.num_layers)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=args.learning_rate, weight_decay=0.01)
+    loader = torch.utils.data.DataLoader(train, batch_size=args.train_batch_size, shuffle=True,
+                                         collate_fn=lambda batch: list(zip(*batch, strict=True)))
+    total_steps = args.num_epochs * len(loader)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.learning_rate, total_steps=total_steps,
+                                                   pct_start=0.1)
+    classifier, optimizer, loader, schedule = accelerator.prepare(classifier, optimizer, loader, schedule)
+    model = accelerator.unwrap_model(classifier)
+    task_index = {task: i for i, task in enumerate(EDIT_TASKS)}
+
+    start = time.time()
+    progress = tqdm(total=total_steps, desc="task classifier", disable=not accelerator.is_local_main_process)
+    for epoch in range(args.num_epochs):
+        for sources, targets, tasks in loader:
+            logits = classifier(model.embed_prompts(list(sources), text_encoder, tokenizer),
+                                model.embed_prompts(list(targets), text_encoder, tokenizer))
+            labels = torch.tensor([task_index[t] for t in tasks], device=logits.device)
+            loss = F.cross_entropy(logits, labels)
+            accelerator.backward(loss)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress.update()
+            progress.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+    progress.close()
+    seconds = time.time() - start
+
+    scores = evaluate(model, test, text_encoder, tokenizer, 4 * args.train_batch_size)
+    accelerator.print({task: round(score, 4) for task, score in scores.items()})
+    if accelerator.is_main_process:
+        model.save_pretrained(args.output_dir)
+        write_card(args, model, scores, seconds, len(train))
+        if args.push_to_hub:
+            from huggingface_hub import create_repo, upload_folder
+            repo_id = create_repo(args.hub_model_id or Path(args.output_dir).name, exist_ok=True).repo_id
+            upload_folder(repo_id=repo_id, folder_path=args.output_dir, commit_message="Train task classifier")
+    return scores
+
+
+if __name__ == "__main__":
+    main()
