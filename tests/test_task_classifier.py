@@ -39,8 +39,9 @@ def test_default_configuration_is_table_s7():
     width, ffn = 512, 2048
     block = (3 * width * width + 3 * width) + (width * width + width) + (width * ffn + ffn) + (ffn * width + width) \
         + 2 * 2 * width
-    expected = (768 * width + width) + 154 * width + 6 * block + 2 * width + (width * 5 + 5)
-    assert sum(p.numel() for p in model.parameters()) == expected  # 19.4 M
+    plain = (768 * width + width) + 77 * width + 2 * width + 6 * block + 2 * width + (width * 5 + 5)
+    assert sum(p.numel() for p in EditTaskClassifier(compare_tokens=False).parameters()) == plain  # 19.4 M
+    assert sum(p.numel() for p in model.parameters()) == plain + 768 * width + width  # + the difference stream
     logits = model.eval()(torch.randn(2, 77, 768), torch.randn(2, 77, 768))
     assert logits.shape == (2, 5)
 
@@ -206,3 +207,42 @@ def test_blip_writes_the_source_prompt(tmp_path, components, image):
     loaded = AutoEditPipeline.from_pretrained(tmp_path / "pipe")
     assert type(loaded.captioner).__name__ == "BlipForConditionalGeneration"
     assert type(loaded.caption_processor).__name__ == "BlipProcessor" and loaded.task_classifier is None
+
+
+def write_jsonl(path, triples):
+    import json
+
+    path.write_text("\n".join(json.dumps(t.to_dict()) for t in triples) + "\n")
+    return str(path)
+
+
+def test_training_script_generalises_to_unseen_words_and_templates(tmp_path):
+    """Train on generated triples, test on the split whose templates and content words never appear in
+    training. The tiny text encoder knows each word's class (`word_class_text_encoder`), as CLIP's
+    pretraining would; it was never shown a task label."""
+    import re
+    import time
+
+    from diffusers_uip2p.classifier import triples
+    from diffusers_uip2p.testing import word_class_text_encoder
+    from diffusers_uip2p.training.train_task_classifier import main
+
+    words_by_class = {"function": sorted(triples.FUNCTION_WORDS)}
+    for vocabulary in (triples.TRAIN_WORDS, triples.TEST_WORDS):
+        for name, phrases in vocabulary.items():
+            words_by_class.setdefault(name, []).extend(
+                w for phrase in phrases for w in re.findall(r"[\w-]+", phrase.lower()) if w not in triples.FUNCTION_WORDS)
+    text_encoder, tokenizer = word_class_text_encoder(words_by_class, hidden_size=32)
+    text_encoder.save_pretrained(tmp_path / "encoder" / "text_encoder")
+    tokenizer.save_pretrained(tmp_path / "encoder" / "tokenizer")
+    train = write_jsonl(tmp_path / "train.jsonl", triples.load_triples("train")[:2000])
+    test = write_jsonl(tmp_path / "test.jsonl", triples.load_triples("test")[:500])
+    start = time.time()
+    scores = main(["--pretrained_model_name_or_path", str(tmp_path / "encoder"), "--output_dir", str(tmp_path / "out"),
+                   "--train_file", train, "--test_file", test, "--hidden_dim", "64", "--num_layers", "2",
+                   "--num_heads", "4", "--num_epochs", "2", "--learning_rate", "1e-3"])
+    assert time.time() - start < 120
+    # Measured 0.56 with all 10,000 triples and 3 epochs; the issue's bar is 0.95 (not met: see RESULTS.md).
+    assert scores["all"] >= 0.4, scores  # chance is 0.2
+    loaded = EditTaskClassifier.from_pretrained(tmp_path / "out")
+    assert loaded.config.input_dim == 32 and (tmp_path / "out" / "README.md").is_file()

@@ -88,7 +88,7 @@ def _tiny_text_encoder(tokenizer: CLIPTokenizer, hidden_size: int, seed: int) ->
     return CLIPTextModel(CLIPTextConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, hidden_size=hidden_size, intermediate_size=37,
-        num_attention_heads=4, num_hidden_layers=2, vocab_size=1000, max_position_embeddings=77,
+        num_attention_heads=4, num_hidden_layers=2, vocab_size=max(1000, len(tokenizer)), max_position_embeddings=77,
     )).eval()
 
 
@@ -197,3 +197,32 @@ def forbid_network():
         yield
     finally:
         socket.socket.connect, socket.socket.connect_ex = original_connect, original_connect_ex
+
+
+def word_class_text_encoder(words_by_class: dict[str, list[str]], hidden_size: int = 32, seed: int = 0,
+                            class_weight: float = 1.0) -> tuple[CLIPTextModel, CLIPTokenizer]:
+    """A tiny text encoder that knows what kind of thing each word names, and its tokenizer.
+
+    A real CLIP knows from pretraining that "zebra" is an animal and "ink illustration" a style; a random
+    tiny one knows nothing, so nothing trained on its embeddings can generalise to words it never saw.
+    This one stands in for that knowledge: every word in ``words_by_class`` is one token whose embedding is
+    its own random vector plus a random prototype of its class (the mean of the prototypes, for a word in
+    several classes). The transformer layers stay random. Used to test that the task classifier learns
+    from the templates' structure and generalises to unseen words and phrasings.
+    """
+    from .shapes.tokenizer import merges_for
+
+    classes: dict[str, list[str]] = {}
+    for name, words in words_by_class.items():
+        for word in words:
+            classes.setdefault(word, []).append(name)
+    tokenizer = make_clip_tokenizer(merges=merges_for(sorted(classes)))
+    encoder = _tiny_text_encoder(tokenizer, hidden_size, seed)
+    generator = torch.Generator().manual_seed(seed)
+    prototypes = {name: torch.randn(hidden_size, generator=generator) for name in words_by_class}
+    embedding = encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        for word, names in classes.items():
+            embedding[tokenizer.convert_tokens_to_ids(word + "</w>")] = torch.randn(hidden_size, generator=generator) + class_weight * torch.stack(
+                [prototypes[n] for n in names]).mean(0)
+    return encoder, tokenizer

@@ -135,8 +135,9 @@ def main(argv=None):
     progress = tqdm(total=total_steps, desc="task classifier", disable=not accelerator.is_local_main_process)
     for epoch in range(args.num_epochs):
         for sources, targets, tasks in loader:
-            logits = classifier(model.embed_prompts(list(sources), text_encoder, tokenizer),
-                                model.embed_prompts(list(targets), text_encoder, tokenizer))
+            (source_embeds, source_mask), (target_embeds, target_mask) = (
+                model.embed_prompts(list(prompts), text_encoder, tokenizer) for prompts in (sources, targets))
+            logits = classifier(source_embeds, target_embeds, source_mask, target_mask)
             labels = torch.tensor([task_index[t] for t in tasks], device=logits.device)
             loss = F.cross_entropy(logits, labels)
             accelerator.backward(loss)
