@@ -52,7 +52,7 @@ def test_save_load_round_trip(tmp_path, components):
     assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
     loaded = EditTaskClassifier.from_pretrained(tmp_path).eval()
     args = (torch.randn(3, 77, 32), torch.randn(3, 77, 32))
-    assert torch.equal(model(*args), loaded(*args))
+    assert torch.allclose(model(*args), loaded(*args), atol=1e-6)
     prediction = loaded.predict([SOURCE, SOURCE], [TARGET, SOURCE], components["text_encoder"],
                                 components["tokenizer"])
     assert len(prediction.labels) == 2 and set(prediction.labels) <= set(EDIT_TASKS)
@@ -246,3 +246,16 @@ def test_training_script_generalises_to_unseen_words_and_templates(tmp_path):
     assert scores["all"] >= 0.4, scores  # chance is 0.2
     loaded = EditTaskClassifier.from_pretrained(tmp_path / "out")
     assert loaded.config.input_dim == 32 and (tmp_path / "out" / "README.md").is_file()
+
+
+def test_pipeline_with_classifier_saves_and_loads(tmp_path, components):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = AutoEditPipeline(**components, task_classifier=tiny_classifier())
+    pipe.save_pretrained(tmp_path)
+    loaded = AutoEditPipeline.from_pretrained(tmp_path)
+    args = (torch.randn(1, 77, 32), torch.randn(1, 77, 32))
+    assert torch.allclose(loaded.task_classifier.eval()(*args), pipe.task_classifier(*args), atol=1e-6)
+    assert loaded.route_edit(SOURCE, TARGET).probabilities is not None
+    sd = StableDiffusionPipeline.from_pretrained(tmp_path, safety_checker=None, feature_extractor=None)
+    assert type(sd.unet).__name__ == "UNet2DConditionModel"  # the extra component does not stop a stock pipeline
