@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -104,8 +106,8 @@ def parse_args(argv=None):
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", help="repository for --push_to_hub (default: the output folder's name)")
     args = parser.parse_args(argv)
-    args.command = "python -m diffusers_uip2p.training.train_task_classifier " + " ".join(
-        argv if argv is not None else __import__("sys").argv[1:])
+    args.command = shlex.join(["python", "-m", "diffusers_uip2p.training.train_task_classifier",
+                               *(sys.argv[1:] if argv is None else argv)])
     return args
 
 
