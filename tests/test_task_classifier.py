@@ -259,3 +259,18 @@ def test_pipeline_with_classifier_saves_and_loads(tmp_path, components):
     assert loaded.route_edit(SOURCE, TARGET).probabilities is not None
     sd = StableDiffusionPipeline.from_pretrained(tmp_path, safety_checker=None, feature_extractor=None)
     assert type(sd.unet).__name__ == "UNet2DConditionModel"  # the extra component does not stop a stock pipeline
+
+
+def test_training_into_a_pipeline_folder(tmp_path, components):
+    from diffusers_uip2p.training.train_task_classifier import main
+
+    AutoEditPipeline(**components).save_pretrained(tmp_path)
+    main(["--pretrained_model_name_or_path", str(tmp_path), "--add_to_pipeline", "--shapes", "--num_shapes_train",
+          "64", "--num_shapes_test", "16", "--hidden_dim", "16", "--num_layers", "1", "--num_heads", "2",
+          "--num_epochs", "1"])
+    pipe = AutoEditPipeline.from_pretrained(tmp_path)
+    assert isinstance(pipe.task_classifier, EditTaskClassifier)
+    assert (tmp_path / "task_classifier" / "README.md").is_file()
+    assert pipe.route_edit(SOURCE, TARGET).probabilities is not None
+    with pytest.raises(SystemExit):
+        main(["--pretrained_model_name_or_path", str(tmp_path), "--add_to_pipeline", "--output_dir", "x"])

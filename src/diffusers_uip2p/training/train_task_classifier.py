@@ -86,11 +86,22 @@ def write_card(args, classifier, scores: dict[str, float], seconds: float, num_t
         f"## Test accuracy\n\n| task | accuracy |\n|---|---|\n{table}\n")
 
 
+def register_in_pipeline(folder: str) -> None:
+    """Add ``task_classifier`` to a pipeline folder's model_index.json, as `save_pretrained` would write it."""
+    index_path = Path(folder) / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["task_classifier"] = [EditTaskClassifier.__module__, EditTaskClassifier.__name__]
+    index_path.write_text(json.dumps(dict(sorted(index.items())), indent=2) + "\n")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pretrained_model_name_or_path", required=True,
                         help="pipeline folder or Hub id holding text_encoder/ and tokenizer/")
-    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--output_dir", help="where to save the classifier (or use --add_to_pipeline)")
+    parser.add_argument("--add_to_pipeline", action="store_true",
+                        help="save into the local pipeline folder's task_classifier/ and register it in its "
+                             "model_index.json, so the pipeline loads with it and routes edit_method='auto'")
     parser.add_argument("--train_file", help="JSONL of {source, target, task}; default: the generated triples")
     parser.add_argument("--test_file", help="JSONL for the test accuracy; default: the generated test split")
     parser.add_argument("--shapes", action="store_true", help="train on the Shapes world's edits instead")
@@ -106,6 +117,12 @@ def parse_args(argv=None):
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_model_id", help="repository for --push_to_hub (default: the output folder's name)")
     args = parser.parse_args(argv)
+    if args.add_to_pipeline == bool(args.output_dir):
+        parser.error("give exactly one of --output_dir and --add_to_pipeline")
+    if args.add_to_pipeline:
+        if not (Path(args.pretrained_model_name_or_path) / "model_index.json").is_file():
+            parser.error("--add_to_pipeline needs a local pipeline folder (with model_index.json)")
+        args.output_dir = str(Path(args.pretrained_model_name_or_path) / "task_classifier")
     args.command = shlex.join(["python", "-m", "diffusers_uip2p.training.train_task_classifier",
                                *(sys.argv[1:] if argv is None else argv)])
     return args
@@ -156,6 +173,8 @@ def main(argv=None):
     if accelerator.is_main_process:
         model.save_pretrained(args.output_dir)
         write_card(args, model, scores, seconds, len(train))
+        if args.add_to_pipeline:
+            register_in_pipeline(args.pretrained_model_name_or_path)
         if args.push_to_hub:
             from huggingface_hub import create_repo, upload_folder
             repo_id = create_repo(args.hub_model_id or Path(args.output_dir).name, exist_ok=True).repo_id
