@@ -7,10 +7,11 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 from transformers import CLIPModel, CLIPTokenizer
 
-from diffusers_uip2p import AutoEditPipeline, DualScheduleInversionScheduler
+from diffusers_uip2p import AutoEditPipeline, DualScheduleInversionScheduler, EditTaskClassifier
 from diffusers_uip2p.shapes import render
 from diffusers_uip2p.shapes import train_clip, train_t2i, train_vae
-from diffusers_uip2p.shapes.dataset import split_scenes
+from diffusers_uip2p.shapes.dataset import split_edits, split_scenes
+from diffusers_uip2p.shapes.evaluator import judge_caption
 from diffusers_uip2p.shapes.pretrained import load_shapes_clip, load_shapes_pipeline, shapes_model_path
 from diffusers_uip2p.shapes.training_utils import scenes_to_tensor
 
@@ -70,3 +71,43 @@ def test_shipped_vae_and_clip_on_test_scenes():
     clip, tokenizer, _ = load_shapes_clip()
     assert train_clip.retrieval_top1(clip, tokenizer, scenes) > 0.8
     assert np.asarray(render(scenes[0])).shape == (64, 64, 3)
+
+
+def test_shipped_pipeline_draws_test_captions_the_evaluator_accepts():
+    pipe = load_shapes_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    scenes = split_scenes("test", 4)
+    images = pipe([s.caption() for s in scenes], num_inference_steps=25, guidance_scale=5.0,
+                  generator=torch.Generator().manual_seed(0)).images
+    accepted = [judge_caption(scene, image).objects_correct for scene, image in zip(scenes, images, strict=True)]
+    assert sum(accepted) >= 3, accepted
+
+
+def test_shipped_pipeline_routes_auto_edits_with_its_classifier():
+    pipe = load_shapes_pipeline()
+    assert isinstance(pipe.task_classifier, EditTaskClassifier)
+    edits = split_edits("test", 40)
+    right = sum(pipe.route_edit(e.source.caption(), e.target.caption()).task == e.category for e in edits)
+    assert right / len(edits) >= 0.9
+
+
+def test_standardised_latents_decode_to_the_same_images():
+    torch.manual_seed(0)
+    vae = train_vae.shapes_vae().eval()
+    images = scenes_to_tensor(split_scenes("train", 16))
+    with torch.no_grad():
+        before = vae(images, sample_posterior=False).sample
+        train_vae.standardise_latents(vae, images)
+        latents = vae.encode(images).latent_dist.mode() * vae.config.scaling_factor
+        after = vae(images, sample_posterior=False).sample
+    assert vae.config.scaling_factor == 1.0
+    assert torch.allclose(latents.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(latents.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-4)
+    assert (before - after).abs().max() < 1e-4
+
+
+def test_min_snr_weights():
+    alpha_cumprod = torch.tensor([0.999, 0.9, 0.5, 0.01])  # SNR 999, 9, 1, 0.0101
+    weights = train_t2i.loss_weights(alpha_cumprod, 5.0)
+    assert torch.allclose(weights, torch.tensor([5 / 999, 5 / 9, 1.0, 1.0]), rtol=1e-4)
+    assert torch.equal(train_t2i.loss_weights(alpha_cumprod, 0), torch.ones(4))
