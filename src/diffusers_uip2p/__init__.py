@@ -5,7 +5,16 @@ components from ``sys.modules`` when it loads a pipeline folder.
 """
 
 from .classifier import EditTaskClassifier
-from .pipelines import AutoEditPipeline, AutoEditPipelineOutput, DualScheduleInversionOutput
+from .pipelines import (
+    AutoEditPipeline,
+    AutoEditPipelineOutput,
+    DualScheduleInversionOutput,
+    UIP2PPipeline,
+    UIP2PPipelineOutput,
+    UIP2PSequenceOutput,
+    convert_pipeline_folder,
+    convert_unet_to_instruct_pix2pix,
+)
 from .schedulers import DualScheduleInversionScheduler, DualScheduleSchedulerOutput, DualScheduleState
 
 __version__ = "0.1.0.dev0"
@@ -18,4 +27,9 @@ __all__ = [
     "DualScheduleSchedulerOutput",
     "DualScheduleState",
     "EditTaskClassifier",
+    "UIP2PPipeline",
+    "UIP2PPipelineOutput",
+    "UIP2PSequenceOutput",
+    "convert_pipeline_folder",
+    "convert_unet_to_instruct_pix2pix",
 ]

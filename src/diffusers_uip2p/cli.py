@@ -1,4 +1,5 @@
-"""Command line: ``diffusers-uip2p reconstruct`` inverts an image exactly and reconstructs it.
+"""Command line: ``diffusers-uip2p reconstruct`` inverts an image exactly and reconstructs it;
+``diffusers-uip2p convert`` widens a text-to-image folder's UNet into an InstructPix2Pix/UIP2P one.
 
 It writes a side-by-side picture (input | VAE round trip | Dual-Schedule Inversion | DDIM inversion at the
 same number of UNet calls) and prints the errors. Without ``--model`` it uses the Shapes-world text-to-image
@@ -78,6 +79,19 @@ def reconstruct(args: argparse.Namespace) -> dict:
     return report
 
 
+def convert(args: argparse.Namespace) -> dict:
+    """Widen a text-to-image folder's UNet to InstructPix2Pix/UIP2P's 8 input channels (new channels zero)."""
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    from .pipelines import UIP2PPipeline, convert_pipeline_folder
+
+    pipeline_class = UIP2PPipeline if args.record_uip2p else StableDiffusionInstructPix2PixPipeline
+    pipe = convert_pipeline_folder(args.model, args.output, pipeline_class=pipeline_class,
+                                   euler_ancestral=not args.keep_scheduler)
+    return {"model": args.model, "output": str(Path(args.output)), "pipeline_class": pipeline_class.__name__,
+            "unet_in_channels": pipe.unet.config.in_channels, "scheduler": type(pipe.scheduler).__name__}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffusers-uip2p", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -89,7 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--guidance-scale", type=float, default=7.5)
     rec.add_argument("--output", default="outputs/reconstruct", help="folder for reconstruction.png/.json")
     rec.add_argument("--scale", type=int, default=4, help="enlargement of the saved picture")
+    conv = commands.add_parser("convert", help="text-to-image folder -> InstructPix2Pix/UIP2P folder (8-channel UNet)")
+    conv.add_argument("--model", required=True, help="local diffusers Stable Diffusion folder (4-channel UNet)")
+    conv.add_argument("--output", required=True, help="folder to write (safetensors)")
+    conv.add_argument("--keep-scheduler", action="store_true", help="keep the source scheduler (default: Euler ancestral)")
+    conv.add_argument("--record-uip2p", action="store_true",
+                      help="record UIP2PPipeline in model_index.json (default: the IP2P class, which "
+                           "DiffusionPipeline.from_pretrained resolves)")
     args = parser.parse_args(argv)
+    if args.command == "convert":
+        print(json.dumps(convert(args), indent=2))
+        return 0
 
     report = reconstruct(args)
     print(f"model: {report['model']}; {args.steps} steps, guidance {args.guidance_scale}")

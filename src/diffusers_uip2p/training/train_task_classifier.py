@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..classifier import EDIT_TASKS, EditTaskClassifier, load_triples
+from ..shapes.training_utils import machine
 
 Pair = tuple[str, str, str]  # source, target, task
 
@@ -82,7 +83,7 @@ def write_card(args, classifier, scores: dict[str, float], seconds: float, num_t
         f"# Edit-task classifier\n\nRoutes a (source prompt, target prompt) pair to one of the DSI paper's five "
         f"edit tasks. Trained over the frozen text encoder of `{args.pretrained_model_name_or_path}`, which it "
         f"must be used with.\n\n- configuration: {config}\n- data: {data}, {num_train} training pairs\n"
-        f"- seed: {args.seed}\n- training time: {seconds / 60:.1f} min\n\n## Training\n\n```\n{args.command}\n```\n\n"
+        f"- seed: {args.seed}\n- training time: {seconds / 60:.1f} min on {machine()}\n\n## Training\n\n```\n{args.command}\n```\n\n"
         f"## Test accuracy\n\n| task | accuracy |\n|---|---|\n{table}\n")
 
 
