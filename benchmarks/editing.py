@@ -24,13 +24,12 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inversion import PeakMemory, build_pipeline, environment, load_image, memory_method  # noqa: E402
+from inversion import build_pipeline, environment, load_image, memory_method, timed  # noqa: E402
 
 from diffusers_uip2p.attention import AttentionController, AttentionStore, attention_control  # noqa: E402
 from diffusers_uip2p.evaluation import ddim_steps_for_same_budget  # noqa: E402
@@ -39,18 +38,6 @@ from diffusers_uip2p.pipelines.editing import EDIT_METHODS, plan_edit  # noqa: E
 
 SOURCE = "a yellow circle on a green background"  # short: the tiny model's byte-level tokenizer fits 75 bytes
 TARGET = "a blue circle on a green background"
-
-
-def timed(device: str, run) -> tuple[float, int, object]:
-    with PeakMemory(device) as memory:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = run()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    return seconds, memory.peak_bytes, result
 
 
 def bench_method(pipe, inversion, method: str, args) -> dict:

@@ -221,21 +221,28 @@ class Progress(CountingModelFn):
         return super().__call__(sample, timestep)
 
 
-def timed_run(method: str, pipe, latents, model_fn, steps: int, device: str) -> dict:
-    """One inversion + reconstruction; returns reconstruction, UNet calls, seconds and peak memory."""
+def timed(device: str, run) -> tuple[float, int, object]:
+    """``run()`` under the clock and the peak-memory probe: (seconds, peak bytes, its result)."""
     with PeakMemory(device) as memory:
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        if method == DSI:
-            reconstruction, calls = dsi_round_trip(pipe.scheduler, latents, model_fn, steps)
-        else:
-            reconstruction, calls = ddim_round_trip(pipe.scheduler.config, latents, model_fn,
-                                                    ddim_steps_for_same_budget(steps))
+        result = run()
         if device == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-    return {"reconstruction": reconstruction, "unet_calls": calls, "seconds": seconds, "peak_bytes": memory.peak_bytes}
+    return seconds, memory.peak_bytes, result
+
+
+def timed_run(method: str, pipe, latents, model_fn, steps: int, device: str) -> dict:
+    """One inversion + reconstruction; returns reconstruction, UNet calls, seconds and peak memory."""
+    def run():
+        if method == DSI:
+            return dsi_round_trip(pipe.scheduler, latents, model_fn, steps)
+        return ddim_round_trip(pipe.scheduler.config, latents, model_fn, ddim_steps_for_same_budget(steps))
+
+    seconds, peak_bytes, (reconstruction, calls) = timed(device, run)
+    return {"reconstruction": reconstruction, "unet_calls": calls, "seconds": seconds, "peak_bytes": peak_bytes}
 
 
 def accuracy(pipe, reconstruction, latents, ceiling) -> dict:

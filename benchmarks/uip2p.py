@@ -24,7 +24,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import torch
 from diffusers import StableDiffusionInstructPix2PixPipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inversion import PeakMemory, environment, memory_method  # noqa: E402
+from inversion import environment, memory_method, timed  # noqa: E402
 
 from diffusers_uip2p import UIP2PPipeline  # noqa: E402
 from diffusers_uip2p.testing import (  # noqa: E402
@@ -59,18 +58,6 @@ def build(arch: str, device: str):
     for pipe in (parent, child):
         pipe.set_progress_bar_config(disable=True)
     return parent, child
-
-
-def timed(device: str, run):
-    with PeakMemory(device) as memory:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = run()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    return seconds, memory.peak_bytes, result
 
 
 def main(argv=None) -> dict:
