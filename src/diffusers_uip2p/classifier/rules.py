@@ -75,7 +75,7 @@ def classify_by_rules(source: str, target: str) -> RuleDecision:
         return RuleDecision("scene_editing", f"the changed words name a place, time or background "
                                              f"({', '.join(sorted(changed & SCENE_WORDS))})")
     if growth >= 3 or (joiners and growth >= 1):
-        return RuleDecision("object_adding", f"the target adds {growth} words"
+        return RuleDecision("object_adding", f"the target adds {growth} word{'s' * (growth > 1)}"
                             + (f", joined by '{joiners[0]}'" if joiners else ""))
     if verbs:
         return RuleDecision("action_editing", f"a verb changed ({', '.join(verbs)})")
