@@ -12,37 +12,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from diffusers_uip2p.classifier import EDIT_TASKS, classify_by_rules, load_triples, triples
+from diffusers_uip2p.classifier import EDIT_TASKS, classify_by_rules, load_triples
+from diffusers_uip2p.classifier.triples import words_by_class
 from diffusers_uip2p.testing import word_class_text_encoder
+from diffusers_uip2p.training.train_task_classifier import accuracy_by_task
 from diffusers_uip2p.training.train_task_classifier import main as train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def words_by_class() -> dict[str, list[str]]:
-    classes = {"function": sorted(triples.FUNCTION_WORDS)}
-    for vocabulary in (triples.TRAIN_WORDS, triples.TEST_WORDS):
-        for name, phrases in vocabulary.items():
-            classes.setdefault(name, []).extend(w for phrase in phrases for w in re.findall(r"[\w-]+", phrase.lower())
-                                                if w not in triples.FUNCTION_WORDS)
-    return classes
-
-
-def rule_accuracy(pairs) -> dict[str, float]:
-    hits = {task: [0, 0] for task in EDIT_TASKS}
-    for triple in pairs:
-        hits[triple.task][0] += classify_by_rules(triple.source, triple.target).task == triple.task
-        hits[triple.task][1] += 1
-    scores = {task: right / total for task, (right, total) in hits.items()}
-    scores["all"] = sum(r for r, _ in hits.values()) / len(pairs)
-    return scores
+def rule_accuracy(triples) -> dict[str, float]:
+    return accuracy_by_task(triples, [classify_by_rules(t.source, t.target).task for t in triples])
 
 
 def main(argv=None):

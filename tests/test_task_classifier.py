@@ -209,34 +209,22 @@ def test_blip_writes_the_source_prompt(tmp_path, components, image):
     assert type(loaded.caption_processor).__name__ == "BlipProcessor" and loaded.task_classifier is None
 
 
-def write_jsonl(path, triples):
-    import json
-
-    path.write_text("\n".join(json.dumps(t.to_dict()) for t in triples) + "\n")
-    return str(path)
-
-
 def test_training_script_generalises_to_unseen_words_and_templates(tmp_path):
     """Train on generated triples, test on the split whose templates and content words never appear in
     training. The tiny text encoder knows each word's class (`word_class_text_encoder`), as CLIP's
     pretraining would; it was never shown a task label."""
-    import re
     import time
 
     from diffusers_uip2p.classifier import triples
     from diffusers_uip2p.testing import word_class_text_encoder
     from diffusers_uip2p.training.train_task_classifier import main
 
-    words_by_class = {"function": sorted(triples.FUNCTION_WORDS)}
-    for vocabulary in (triples.TRAIN_WORDS, triples.TEST_WORDS):
-        for name, phrases in vocabulary.items():
-            words_by_class.setdefault(name, []).extend(
-                w for phrase in phrases for w in re.findall(r"[\w-]+", phrase.lower()) if w not in triples.FUNCTION_WORDS)
-    text_encoder, tokenizer = word_class_text_encoder(words_by_class, hidden_size=32)
+    text_encoder, tokenizer = word_class_text_encoder(triples.words_by_class(), hidden_size=32)
     text_encoder.save_pretrained(tmp_path / "encoder" / "text_encoder")
     tokenizer.save_pretrained(tmp_path / "encoder" / "tokenizer")
-    train = write_jsonl(tmp_path / "train.jsonl", triples.load_triples("train")[:2000])
-    test = write_jsonl(tmp_path / "test.jsonl", triples.load_triples("test")[:500])
+    train, test = str(tmp_path / "train.jsonl"), str(tmp_path / "test.jsonl")
+    triples.write_triples(train, triples.load_triples("train")[:2000])
+    triples.write_triples(test, triples.load_triples("test")[:500])
     start = time.time()
     scores = main(["--pretrained_model_name_or_path", str(tmp_path / "encoder"), "--output_dir", str(tmp_path / "out"),
                    "--train_file", train, "--test_file", test, "--hidden_dim", "64", "--num_layers", "2",
@@ -274,3 +262,13 @@ def test_training_into_a_pipeline_folder(tmp_path, components):
     assert pipe.route_edit(SOURCE, TARGET).probabilities is not None
     with pytest.raises(SystemExit):
         main(["--pretrained_model_name_or_path", str(tmp_path), "--add_to_pipeline", "--output_dir", "x"])
+
+
+def test_a_bad_triples_file_names_its_line(tmp_path):
+    from diffusers_uip2p.classifier.triples import read_triples
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"source": "a cat", "target": "a dog", "task": "object_replacement"}\n'
+                    '{"source": "a cat", "target": "a dog", "task": "recolour"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: `task` must be one of .*got 'recolour'"):
+        read_triples(path)

@@ -223,6 +223,7 @@ def word_class_text_encoder(words_by_class: dict[str, list[str]], hidden_size: i
     embedding = encoder.get_input_embeddings().weight
     with torch.no_grad():
         for word, names in classes.items():
-            embedding[tokenizer.convert_tokens_to_ids(word + "</w>")] = torch.randn(hidden_size, generator=generator) + class_weight * torch.stack(
-                [prototypes[n] for n in names]).mean(0)
+            prototype = torch.stack([prototypes[name] for name in names]).mean(0)
+            own = torch.randn(hidden_size, generator=generator)
+            embedding[tokenizer.convert_tokens_to_ids(word + "</w>")] = own + class_weight * prototype
     return encoder, tokenizer

@@ -184,6 +184,17 @@ def check_splits_disjoint() -> None:
         raise AssertionError(f"train and test share templates: {sorted(shared_templates)}")
 
 
+def words_by_class() -> dict[str, list[str]]:
+    """Both splits' words grouped by the slot they fill (``function`` for the shared grammar words): the
+    word classes a pretrained text encoder would know, for `diffusers_uip2p.testing.word_class_text_encoder`."""
+    classes = {"function": sorted(FUNCTION_WORDS)}
+    for vocabulary in _WORDS.values():
+        for name, phrases in vocabulary.items():
+            words = (word for phrase in phrases for word in re.findall(r"[\w-]+", phrase.lower()))
+            classes.setdefault(name, []).extend(word for word in words if word not in FUNCTION_WORDS)
+    return classes
+
+
 def with_article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
@@ -262,8 +273,15 @@ def write_triples(path: str | Path, triples: list[EditTriple]) -> None:
 
 
 def read_triples(path: str | Path) -> list[EditTriple]:
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [EditTriple.from_dict(json.loads(line)) for line in lines if line.strip()]
+    """The triples of a JSON-lines file; a bad record raises ValueError naming its file and line."""
+    triples = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                triples.append(EditTriple.from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"{path}:{number}: {error}") from error
+    return triples
 
 
 def triples_path(split: str, directory: str | Path = DATA_DIR) -> Path:

@@ -241,10 +241,9 @@ class UIP2PPipeline(StableDiffusionInstructPix2PixPipeline):
                 result["reversibility"] = result[f"reversibility_{reversibility_metric}"]
             results.append(result)
 
-        runs_ = range(len(runs))
-
         def rank(row):  # best first (a stable sort: ties keep the seed order)
-            return sorted(range(len(runs)), key=lambda j: -results[j]["reversibility"][row]) if reverse else runs_
+            candidates = range(len(runs))
+            return sorted(candidates, key=lambda j: -results[j]["reversibility"][row]) if reverse else candidates
 
         order = [(j, row) for row in range(rows) for j in rank(row)]  # (run, row) pairs, row-major
         fields = {name: None if value is None else _gather([result[name] for result in results], order)

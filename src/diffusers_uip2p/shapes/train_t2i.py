@@ -3,8 +3,8 @@
 A latent diffusion model exactly as Stable Diffusion trains one, at toy size: the VAE and the CLIP text
 tower are frozen (trained by `train_vae` and `train_clip`), the UNet learns to predict the noise (ε) added
 at a random timestep of SD's scaled-linear schedule, with Min-SNR-γ loss weighting (Hang et al. 2023,
-which diffusers' training examples offer as ``--snr_gamma``; it converges several times faster), and 10 % of captions are dropped to "" so that
-classifier-free guidance works. An EMA of the weights is what gets saved. The scenes' latents and caption
+which diffusers' training examples offer as ``--snr_gamma``; it converges several times faster), and 10 %
+of captions are dropped to "" so that classifier-free guidance works. An EMA of the weights is what gets saved. The scenes' latents and caption
 embeddings are computed once (the frozen models would give the same ones every epoch).
 
 The result is a complete pipeline folder, loadable as `AutoEditPipeline` and as `StableDiffusionPipeline`.

@@ -43,8 +43,9 @@ def standardise_latents(vae: AutoencoderKL, images: torch.Tensor) -> None:
 
     SD sets one global ``scaling_factor``. Here the channels' spreads differed by up to 6× (1.74, 0.27,
     0.30, 0.88 under one factor), so the diffusion noise drowns the narrow channels long before the wide
-    ones and the UNet hardly sees them at moderate noise. Folding keeps the VAE a plain `AutoencoderKL` that every diffusers
-    pipeline loads, and the decoded images do not change (the map is inverted exactly before decoding)."""
+    ones and the UNet hardly sees them at moderate noise. Folding keeps the VAE a plain `AutoencoderKL` that
+    every diffusers pipeline loads, and the decoded images do not change (the map is inverted exactly before
+    decoding)."""
     latents = vae.encode(images).latent_dist.mode() * vae.config.scaling_factor
     mean, std = latents.mean(dim=(0, 2, 3)), latents.std(dim=(0, 2, 3))
     channels = len(mean)

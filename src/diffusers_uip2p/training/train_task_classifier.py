@@ -26,53 +26,44 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..classifier import EDIT_TASKS, EditTaskClassifier, load_triples
+from ..classifier import EDIT_TASKS, EditTaskClassifier, EditTriple, load_triples
+from ..classifier.triples import read_triples
 from ..shapes.training_utils import machine
 
-Pair = tuple[str, str, str]  # source, target, task
-
-
-def read_jsonl(path: str) -> list[Pair]:
-    pairs = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if line.strip():
-            record = json.loads(line)
-            if record.get("task") not in EDIT_TASKS:
-                raise ValueError(f"{path}:{number}: `task` must be one of {', '.join(EDIT_TASKS)}, "
-                                 f"got {record.get('task')!r}.")
-            pairs.append((record["source"], record["target"], record["task"]))
-    return pairs
-
-
-def shapes_pairs(split: str, num: int) -> list[Pair]:
+def shapes_triples(split: str, num: int) -> list[EditTriple]:
     from ..shapes.dataset import split_edits
-    return [(e.source.caption(), e.target.caption(), e.category) for e in split_edits(split, num)]
+    return [EditTriple(e.source.caption(), e.target.caption(), e.category) for e in split_edits(split, num)]
 
 
-def load_pairs(args, split: str) -> list[Pair]:
+def load_split(args, split: str) -> list[EditTriple]:
     if args.shapes:
-        return shapes_pairs(split, args.num_shapes_train if split == "train" else args.num_shapes_test)
+        return shapes_triples(split, args.num_shapes_train if split == "train" else args.num_shapes_test)
     path = args.train_file if split == "train" else args.test_file
-    if path:
-        return read_jsonl(path)
-    return [(t.source, t.target, t.task) for t in load_triples(split)]
+    return read_triples(path) if path else load_triples(split)
+
+
+def accuracy_by_task(triples: list[EditTriple], labels: list[str]) -> dict[str, float]:
+    """Fraction of ``labels`` equal to the triples' tasks, per task (those present) and over ``all``."""
+    hits = {task: [0, 0] for task in EDIT_TASKS}
+    for triple, label in zip(triples, labels, strict=True):
+        hits[triple.task][0] += label == triple.task
+        hits[triple.task][1] += 1
+    scores = {task: right / total for task, (right, total) in hits.items() if total}
+    scores["all"] = sum(r for r, _ in hits.values()) / max(1, len(triples))
+    return scores
 
 
 @torch.no_grad()
-def evaluate(classifier, pairs: list[Pair], text_encoder, tokenizer, batch_size: int) -> dict[str, float]:
-    """Accuracy overall and per task."""
+def evaluate(classifier, triples: list[EditTriple], text_encoder, tokenizer, batch_size: int) -> dict[str, float]:
+    """The classifier's accuracy overall and per task."""
     classifier.eval()
-    hits = {task: [0, 0] for task in EDIT_TASKS}
-    for i in range(0, len(pairs), batch_size):
-        group = pairs[i: i + batch_size]
-        labels = classifier.predict([p[0] for p in group], [p[1] for p in group], text_encoder, tokenizer).labels
-        for (_, _, task), label in zip(group, labels, strict=True):
-            hits[task][0] += label == task
-            hits[task][1] += 1
+    labels = []
+    for i in range(0, len(triples), batch_size):
+        group = triples[i: i + batch_size]
+        labels += classifier.predict([t.source for t in group], [t.target for t in group], text_encoder,
+                                     tokenizer).labels
     classifier.train()
-    scores = {task: right / total for task, (right, total) in hits.items() if total}
-    scores["all"] = sum(r for r, _ in hits.values()) / max(1, sum(t for _, t in hits.values()))
-    return scores
+    return accuracy_by_task(triples, labels)
 
 
 def write_card(args, classifier, scores: dict[str, float], seconds: float, num_train: int) -> None:
@@ -136,14 +127,15 @@ def main(argv=None):
     tokenizer = CLIPTokenizer.from_pretrained(args.pretrained_model_name_or_path, subfolder="tokenizer")
     text_encoder = CLIPTextModel.from_pretrained(args.pretrained_model_name_or_path, subfolder="text_encoder")
     text_encoder.requires_grad_(False).eval().to(accelerator.device)
-    train, test = load_pairs(args, "train"), load_pairs(args, "test")
+    train, test = load_split(args, "train"), load_split(args, "test")
 
     classifier = EditTaskClassifier(input_dim=text_encoder.config.hidden_size,
                                     num_tokens=2 * tokenizer.model_max_length, hidden_dim=args.hidden_dim,
                                     num_heads=args.num_heads, num_layers=args.num_layers)
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=args.learning_rate, weight_decay=0.01)
     loader = torch.utils.data.DataLoader(train, batch_size=args.train_batch_size, shuffle=True,
-                                         collate_fn=lambda batch: list(zip(*batch, strict=True)))
+                                         collate_fn=lambda batch: [[getattr(t, field) for t in batch]
+                                                                  for field in ("source", "target", "task")])
     total_steps = args.num_epochs * len(loader)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.learning_rate, total_steps=total_steps,
                                                    pct_start=0.1)
