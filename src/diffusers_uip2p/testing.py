@@ -227,3 +227,19 @@ def word_class_text_encoder(words_by_class: dict[str, list[str]], hidden_size: i
             own = torch.randn(hidden_size, generator=generator)
             embedding[tokenizer.convert_tokens_to_ids(word + "</w>")] = own + class_weight * prototype
     return encoder, tokenizer
+
+
+def tiny_clip_model(image_size: int = 32, seed: int = 0):
+    """A tiny random ``CLIPModel`` (text and image towers, projection 16) and its tokenizer, for the ERC
+    losses and CLIP metrics in tests."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tokenizer = make_clip_tokenizer()
+    text = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id, "hidden_size": 32, "intermediate_size": 37,
+            "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": max(1000, len(tokenizer)),
+            "max_position_embeddings": 77}
+    vision = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2,
+              "image_size": image_size, "patch_size": 8}
+    torch.manual_seed(seed)
+    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval(), tokenizer

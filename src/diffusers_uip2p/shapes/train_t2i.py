@@ -101,6 +101,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--eval-scenes", type=int, default=50, help="validation captions sampled at the end")
+    parser.add_argument("--save-every", type=int, default=0,
+                        help="also save the EMA UNet to OUTPUT/checkpoint-unet every N steps, so a cut-off run keeps its"
+                             " progress")
     args = parser.parse_args(argv)
     device = start_run(args.threads, args.seed)
 
@@ -143,6 +146,8 @@ def main(argv=None):
             decay = min(args.ema_decay, (1 + step) / (10 + step))
             torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - decay)
         progress.set_postfix(loss=f"{loss.item():.4f}")
+        if args.save_every and (step + 1) % args.save_every == 0:
+            ema.save_pretrained(Path(args.output) / "checkpoint-unet")
     seconds = time.time() - start
 
     scheduler = DualScheduleInversionScheduler.from_config(scheduler_config())

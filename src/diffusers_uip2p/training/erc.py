@@ -1,0 +1,251 @@
+"""One training step of UIP2P with the Edit Reversibility Constraint (Algorithm 1), and the supervised
+InstructPix2Pix step it replaces.
+
+An InstructPix2Pix UNet takes the noisy latents concatenated with the input image's latents (8 channels) and
+the instruction's text embeddings. ERC needs no edited image: the model edits the input with the forward
+instruction (lines 2–4), edits its own result back with the reverse instruction (lines 6–8), and the losses of
+`losses.py` tie the input, the edit and the reconstruction together (line 10).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..attention import AttentionController, AttentionStore, attention_control
+from .losses import (
+    CLIPEmbedder,
+    ERCLossWeights,
+    attention_consistency_loss,
+    clip_similarity_loss,
+    directional_clip_loss,
+    instruction_token_mask,
+    reconstruction_loss,
+)
+
+
+@dataclass
+class ERCConfig:
+    """What Algorithm 1 leaves open, with our defaults.
+
+    Args:
+        weights: λ of each loss.
+        min_timestep, max_timestep: the range t and t̂ are drawn from (uniformly, independently). The whole
+            training range by default: at inference the edit starts from pure noise.
+        num_edit_steps: DDIM steps from t (and t̂) to 0 that make I_e (and I_r); 1 is the one-step x0
+            prediction, more steps cost as many UNet calls, all kept in the graph ("Unified Prediction with
+            Varying Diffusion Steps").
+        attention_resolutions: cross-attention resolutions L_attn compares (`LayerInfo.resolution`); None:
+            the two lowest that have cross-attention (8 and 16 for SD 1.x at 512 px).
+        conditioning_dropout_prob: InstructPix2Pix's dropout for classifier-free guidance: with r ~ U(0, 1),
+            the text is dropped when r < 2p and the image when p ≤ r < 3p. The paper is silent on it under ERC;
+            we keep it so that text and image guidance work as in IP2P.
+    """
+
+    weights: ERCLossWeights = field(default_factory=ERCLossWeights)
+    min_timestep: int = 0
+    max_timestep: int = 999
+    num_edit_steps: int = 1
+    attention_resolutions: tuple[int, ...] | None = None
+    conditioning_dropout_prob: float = 0.05
+
+
+@dataclass
+class ERCOutput:
+    """The step's total loss (with its graph), each term (detached) and the three images (detached, [-1, 1])."""
+
+    loss: torch.Tensor
+    losses: dict[str, float]
+    edited_pixels: torch.Tensor
+    reconstructed_pixels: torch.Tensor
+
+
+@dataclass
+class EditModels:
+    """The frozen parts around the trained UNet."""
+
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    noise_scheduler: object
+    clip: CLIPEmbedder | None = None
+
+    def encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text embeddings as Stable Diffusion makes them, and the word-token mask of each prompt."""
+        tokens = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+        device = self.text_encoder.device
+        with torch.no_grad():
+            embeddings = self.text_encoder(tokens.input_ids.to(device))[0]
+        return embeddings, instruction_token_mask(tokens.input_ids, tokens.attention_mask).to(device)
+
+    @torch.no_grad()
+    def image_condition(self, pixels: torch.Tensor) -> torch.Tensor:
+        """InstructPix2Pix's image conditioning: the posterior mode, unscaled."""
+        return self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.mode()
+
+    @property
+    def scaling_factor(self) -> float:
+        return self.vae.config.scaling_factor
+
+
+def drop_conditioning(text: torch.Tensor, image: torch.Tensor, null_text: torch.Tensor, prob: float,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """InstructPix2Pix's conditioning dropout: text → "" for r < 2p, image → 0 for p ≤ r < 3p (so 5 % text
+    only, 5 % both, 5 % image only at p = 0.05). Teaches the unconditional branches that guidance needs."""
+    if not prob:
+        return text, image
+    r = torch.rand(len(text), generator=generator, device=generator.device if generator else "cpu").to(text.device)
+    text = torch.where((r < 2 * prob)[:, None, None], null_text.to(text.dtype), text)
+    image = image * ~((r >= prob) & (r < 3 * prob))[:, None, None, None]
+    return text, image
+
+
+def _alpha_bar(noise_scheduler, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    alphas = noise_scheduler.alphas_cumprod.to(like.device)[timesteps.clamp_min(0)]
+    alphas = torch.where(timesteps < 0, torch.ones_like(alphas), alphas)  # "t = -1": the clean end of DDIM
+    return alphas.to(like.dtype).view(-1, 1, 1, 1)
+
+
+def predict_clean(model_output: torch.Tensor, noisy: torch.Tensor, alpha_bar: torch.Tensor,
+                  prediction_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, ε) from the model's output in any of diffusers' three parameterisations."""
+    sigma = (1 - alpha_bar).sqrt()
+    if prediction_type == "epsilon":
+        return (noisy - sigma * model_output) / alpha_bar.sqrt(), model_output
+    if prediction_type == "v_prediction":
+        clean = alpha_bar.sqrt() * noisy - sigma * model_output
+        return clean, sigma * noisy + alpha_bar.sqrt() * model_output
+    if prediction_type == "sample":
+        return model_output, (noisy - alpha_bar.sqrt() * model_output) / sigma
+    raise ValueError(f"Unsupported prediction_type {prediction_type!r}: expected epsilon, v_prediction or sample.")
+
+
+def denoise(unet, noisy: torch.Tensor, timesteps: torch.Tensor, image: torch.Tensor, text: torch.Tensor,
+            noise_scheduler, num_steps: int) -> torch.Tensor:
+    """"Apply" of Algorithm 1: the clean latents the model predicts from ``noisy`` at ``timesteps``, in
+    ``num_steps`` deterministic DDIM steps (1: the one-step x0 prediction), with gradients."""
+    prediction_type = noise_scheduler.config.prediction_type
+    fractions = torch.linspace(1, 0, num_steps + 1, device=noisy.device)
+    latents = noisy
+    for i in range(num_steps):
+        t = (timesteps * fractions[i]).round().long()
+        previous = (timesteps * fractions[i + 1]).round().long() if i + 1 < num_steps else torch.full_like(t, -1)
+        output = unet(torch.cat([latents, image], dim=1), t, encoder_hidden_states=text).sample
+        clean, noise = predict_clean(output, latents, _alpha_bar(noise_scheduler, t, latents), prediction_type)
+        alpha_previous = _alpha_bar(noise_scheduler, previous, latents)
+        latents = alpha_previous.sqrt() * clean + (1 - alpha_previous).sqrt() * noise
+    return latents
+
+
+def _instruction_maps(store: AttentionStore, batch: int) -> torch.Tensor:
+    """The store's cross-attention maps averaged over layers, each resolution brought to the largest: [B, H, W, K]."""
+    resolutions = sorted({store.layers[name].resolution for name, _ in store.maps()}, reverse=True)
+    if not resolutions:
+        raise ValueError("No cross-attention maps were recorded: check `attention_resolutions` against the UNet.")
+    maps = [store.aggregate(resolution, rows=range(batch)) for resolution in resolutions]
+    height, width = maps[0].shape[1:3]
+    resized = [F.interpolate(m.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False)
+               .permute(0, 2, 3, 1) for m in maps]
+    return torch.stack(resized).mean(dim=0)
+
+
+def erc_step(unet, models: EditModels, batch: dict, config: ERCConfig,
+             generator: torch.Generator | None = None) -> ERCOutput:
+    """Algorithm 1 for one batch: forward edit, reverse edit, L_ERC. Only ``unet`` should require grad.
+
+    ``batch`` holds ``pixel_values`` ([-1, 1], [B, 3, H, W]) and the lists ``input_caption``,
+    ``edit_instruction``, ``edited_caption``, ``reverse_instruction``. ``unet`` may be wrapped (DDP).
+    """
+    if models.clip is None:
+        raise ValueError("ERC needs a CLIP for L_CLIP, L_sim and L_recon: set `models.clip`.")
+    weights, scheduler = config.weights, models.noise_scheduler
+    input_pixels = batch["pixel_values"]
+    size, device = len(input_pixels), input_pixels.device
+    latents = models.image_condition(input_pixels) * models.scaling_factor
+    forward_text, forward_tokens = models.encode_text(batch["edit_instruction"])
+    reverse_text, reverse_tokens = models.encode_text(batch["reverse_instruction"])
+    null_text = models.encode_text([""])[0]
+    forward_text, input_condition = drop_conditioning(forward_text, models.image_condition(input_pixels), null_text,
+                                                      config.conditioning_dropout_prob, generator)
+
+    def draw_timesteps():
+        return torch.randint(config.min_timestep, config.max_timestep + 1, (size,), generator=generator,
+                             device=generator.device if generator else "cpu").to(device)
+
+    def noised(clean, timesteps):  # N(·, t)
+        noise = torch.randn(clean.shape, generator=generator, device=generator.device if generator else "cpu")
+        return scheduler.add_noise(clean, noise.to(device, clean.dtype), timesteps)
+
+    base = getattr(unet, "module", unet)
+    controller = AttentionController().configure(num_prompts=size, do_classifier_free_guidance=False)
+    store = AttentionStore(controller, resolutions=config.attention_resolutions, with_grad=True)
+    capture = attention_control(base, controller) if weights.attn else contextlib.nullcontext()
+    with capture:
+        # Forward process (lines 2–4): noise the input, let M predict the noise given I_i and F, recover I_e.
+        t = draw_timesteps()
+        edited_latents = denoise(unet, noised(latents, t), t, input_condition, forward_text, scheduler,
+                                 config.num_edit_steps)
+        forward_maps = _instruction_maps(store, size) if weights.attn else None
+        store.reset()
+        # Reverse process (lines 6–8): noise I_e, let M predict the noise given I_e and R, recover I_r.
+        t_hat = draw_timesteps()
+        reverse_text, edited_condition = drop_conditioning(reverse_text, edited_latents / models.scaling_factor,
+                                                           null_text, config.conditioning_dropout_prob, generator)
+        reconstructed_latents = denoise(unet, noised(edited_latents, t_hat), t_hat, edited_condition, reverse_text,
+                                        scheduler, config.num_edit_steps)
+        reverse_maps = _instruction_maps(store, size) if weights.attn else None
+
+    # Decode with gradients (the VAE's weights stay frozen).
+    vae = models.vae
+    edited_pixels = vae.decode((edited_latents / models.scaling_factor).to(vae.dtype)).sample.float()
+    reconstructed_pixels = vae.decode((reconstructed_latents / models.scaling_factor).to(vae.dtype)).sample.float()
+
+    # L_ERC (line 10).
+    clip = models.clip
+    with torch.no_grad():
+        input_image = clip.embed_images(input_pixels)
+    edited_image, reconstructed_image = clip.embed_images(edited_pixels), clip.embed_images(reconstructed_pixels)
+    input_text, edited_text = clip.embed_texts(batch["input_caption"]), clip.embed_texts(batch["edited_caption"])
+    terms = {
+        "clip": directional_clip_loss(input_image, edited_image, input_text, edited_text),
+        "sim": clip_similarity_loss(edited_image, edited_text),
+        "recon": reconstruction_loss(input_pixels, reconstructed_pixels, input_image, reconstructed_image,
+                                     weights.recon_clip),
+    }
+    if weights.attn:
+        terms["attn"] = attention_consistency_loss(forward_maps, forward_tokens, reverse_maps, reverse_tokens)
+    loss = sum(getattr(weights, name) * value for name, value in terms.items())
+    return ERCOutput(loss=loss, losses={name: value.item() for name, value in terms.items()},
+                     edited_pixels=edited_pixels.detach(), reconstructed_pixels=reconstructed_pixels.detach())
+
+
+def supervised_step(unet, models: EditModels, batch: dict, config: ERCConfig,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """InstructPix2Pix's loss, the supervised baseline: denoise the *true* edited image's latents given the
+    input image and the instruction. Needs ``batch["edited_pixel_values"]``."""
+    if "edited_pixel_values" not in batch:
+        raise ValueError("Supervised training needs edited images (`edited_pixel_values`); use ERC without them.")
+    scheduler = models.noise_scheduler
+    edited = batch["edited_pixel_values"]
+    device = edited.device
+    sample_device = generator.device if generator else "cpu"
+    with torch.no_grad():
+        target_latents = models.vae.encode(edited.to(models.vae.dtype)).latent_dist.sample(generator) \
+            * models.scaling_factor
+    text, _ = models.encode_text(batch["edit_instruction"])
+    text, image = drop_conditioning(text, models.image_condition(batch["pixel_values"]), models.encode_text([""])[0],
+                                    config.conditioning_dropout_prob, generator)
+    noise = torch.randn(target_latents.shape, generator=generator, device=sample_device).to(device)
+    timesteps = torch.randint(config.min_timestep, config.max_timestep + 1, (len(edited),), generator=generator,
+                              device=sample_device).to(device)
+    noisy = scheduler.add_noise(target_latents, noise, timesteps)
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(target_latents, noise, timesteps)
+    else:
+        target = noise
+    output = unet(torch.cat([noisy, image], dim=1), timesteps, encoder_hidden_states=text).sample
+    return F.mse_loss(output.float(), target.float())
