@@ -243,3 +243,18 @@ def tiny_clip_model(image_size: int = 32, seed: int = 0):
               "image_size": image_size, "patch_size": 8}
     torch.manual_seed(seed)
     return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval(), tokenizer
+
+
+def clip_vit_l14_model(seed: int = 0):
+    """CLIP ViT-L/14's architecture (427.6M parameters: the text tower of `clip_vit_l14_text_config`, a
+    24-layer, 1024-wide vision tower on 224×224 images in 14×14 patches, projection 768) with random weights,
+    and the byte-level tokenizer: the loss CLIP of ERC training at real size, for benchmarks."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tokenizer = make_clip_tokenizer()
+    vision = {"hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16, "num_hidden_layers": 24,
+              "image_size": 224, "patch_size": 14, "hidden_act": "quick_gelu", "projection_dim": 768}
+    config = CLIPConfig(text_config=clip_vit_l14_text_config(tokenizer).to_dict(), vision_config=vision,
+                        projection_dim=768)
+    torch.manual_seed(seed)
+    return CLIPModel(config).eval(), tokenizer

@@ -128,20 +128,23 @@ def parse_triples(text: str) -> list[EditTriple]:
     return triples
 
 
-def _text_generator(model_or_pipeline, tokenizer, max_new_tokens: int) -> Callable[[str], str]:
-    """One ``prompt -> generated continuation`` function for whichever kind of model was given."""
+def text_generator(model_or_pipeline, tokenizer, max_new_tokens: int, do_sample: bool = True) -> Callable[[str], str]:
+    """One ``prompt -> generated continuation`` function for whichever kind of model was given.
+
+    ``do_sample=False`` decodes greedily (one reply per prompt, as for reverse instructions); a callable is
+    used as it is."""
     if isinstance(model_or_pipeline, Pipeline):
         if tokenizer is not None:
             raise ValueError("Pass `tokenizer` only with a causal LM; a pipeline brings its own.")
         pipe = model_or_pipeline
-        return lambda prompt: pipe(prompt, max_new_tokens=max_new_tokens, do_sample=True,
+        return lambda prompt: pipe(prompt, max_new_tokens=max_new_tokens, do_sample=do_sample,
                                    return_full_text=False)[0]["generated_text"]
     if isinstance(model_or_pipeline, PreTrainedModel):
         if tokenizer is None:
             raise ValueError("A causal LM needs its `tokenizer` to encode the prompt and decode the reply.")
         if not model_or_pipeline.can_generate():
             raise TypeError(f"{type(model_or_pipeline).__name__} cannot generate text; pass a causal LM.")
-        return lambda prompt: _generate_with_lm(model_or_pipeline, tokenizer, prompt, max_new_tokens)
+        return lambda prompt: _generate_with_lm(model_or_pipeline, tokenizer, prompt, max_new_tokens, do_sample)
     if callable(model_or_pipeline) and not isinstance(model_or_pipeline, torch.nn.Module):
         if tokenizer is not None:
             raise ValueError("Pass `tokenizer` only with a causal LM, not with a generation function.")
@@ -151,7 +154,7 @@ def _text_generator(model_or_pipeline, tokenizer, max_new_tokens: int) -> Callab
                     f"{type(model_or_pipeline).__name__}.")
 
 
-def _generate_with_lm(model: PreTrainedModel, tokenizer, prompt: str, max_new_tokens: int) -> str:
+def _generate_with_lm(model: PreTrainedModel, tokenizer, prompt: str, max_new_tokens: int, do_sample: bool) -> str:
     inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
     prompt_length = inputs["input_ids"].shape[1]
     max_positions = getattr(model.config, "max_position_embeddings", None)
@@ -159,7 +162,7 @@ def _generate_with_lm(model: PreTrainedModel, tokenizer, prompt: str, max_new_to
         raise ValueError(f"The prompt ({prompt_length} tokens) plus `max_new_tokens`={max_new_tokens} exceeds "
                          f"the model's {max_positions} positions; lower `max_new_tokens` or pass fewer `examples`.")
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, pad_token_id=pad_token_id)
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad_token_id)
     return tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True)
 
 
@@ -183,7 +186,7 @@ def generate_triples_with_llm(
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
     prompt = build_prompt(num_samples, examples)
-    generate = _text_generator(model_or_pipeline, tokenizer, max_new_tokens)
+    generate = text_generator(model_or_pipeline, tokenizer, max_new_tokens)
     triples, seen = [], set()
     with tqdm(total=num_samples, unit="triple", disable=not progress or max_generations == 1) as bar:
         for generation in range(max_generations):

@@ -141,35 +141,83 @@ def denoise(unet, noisy: torch.Tensor, timesteps: torch.Tensor, image: torch.Ten
     return latents
 
 
-def _instruction_maps(store: AttentionStore, batch: int) -> torch.Tensor:
-    """The store's cross-attention maps averaged over layers, each resolution brought to the largest: [B, H, W, K]."""
-    resolutions = sorted({store.layers[name].resolution for name, _ in store.maps()}, reverse=True)
-    if not resolutions:
-        raise ValueError("No cross-attention maps were recorded: check `attention_resolutions` against the UNet.")
-    maps = [store.aggregate(resolution, rows=range(batch)) for resolution in resolutions]
-    height, width = maps[0].shape[1:3]
-    resized = [F.interpolate(m.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False)
-               .permute(0, 2, 3, 1) for m in maps]
-    return torch.stack(resized).mean(dim=0)
+class AttentionRecorder:
+    """Records the UNet's cross-attention with gradients, for L_attn (A_f and A_r of Algorithm 1).
+
+    Install it once around the whole training loop (``with AttentionRecorder(unet) as recorder:``), not
+    around each step: with gradient checkpointing the backward pass re-runs the attention layers, and they
+    must run the processors the forward pass ran.
+    """
+
+    def __init__(self, unet, resolutions: tuple[int, ...] | None = None):
+        self.unet = getattr(unet, "module", unet)
+        self.controller = AttentionController()
+        self.store = AttentionStore(self.controller, resolutions=resolutions, with_grad=True)
+        self._installed = None
+
+    def __enter__(self) -> AttentionRecorder:
+        self._installed = attention_control(self.unet, self.controller)
+        self._installed.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.store.reset()
+        installed, self._installed = self._installed, None
+        return installed.__exit__(*exc_info)
+
+    @contextlib.contextmanager
+    def suspended(self):
+        """The UNet's own processors for a while (e.g. to sample validation images mid-training)."""
+        self.__exit__(None, None, None)
+        try:
+            yield
+        finally:
+            self.__enter__()
+
+    def start(self, batch_size: int) -> None:
+        """Forget earlier maps; the next UNet calls (one pass of the ERC step) are recorded."""
+        self.store.reset()
+        self.controller.configure(num_prompts=batch_size, do_classifier_free_guidance=False)
+
+    def maps(self, batch_size: int) -> torch.Tensor:
+        """Maps since `start`, averaged over layers and calls, each resolution resized to the largest: [B, H, W, K]."""
+        store = self.store
+        resolutions = sorted({store.layers[name].resolution for name, _ in store.maps()}, reverse=True)
+        if not resolutions:
+            raise ValueError("No cross-attention maps were recorded: check `attention_resolutions` against the UNet.")
+        maps = [store.aggregate(resolution, rows=range(batch_size)) for resolution in resolutions]
+        height, width = maps[0].shape[1:3]
+        resized = [F.interpolate(m.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False)
+                   .permute(0, 2, 3, 1) for m in maps]
+        return torch.stack(resized).mean(dim=0)
 
 
-def erc_step(unet, models: EditModels, batch: dict, config: ERCConfig,
-             generator: torch.Generator | None = None) -> ERCOutput:
+def erc_step(unet, models: EditModels, batch: dict, config: ERCConfig, generator: torch.Generator | None = None,
+             recorder: AttentionRecorder | None = None) -> ERCOutput:
     """Algorithm 1 for one batch: forward edit, reverse edit, L_ERC. Only ``unet`` should require grad.
 
     ``batch`` holds ``pixel_values`` ([-1, 1], [B, 3, H, W]) and the lists ``input_caption``,
     ``edit_instruction``, ``edited_caption``, ``reverse_instruction``. ``unet`` may be wrapped (DDP).
+    ``recorder``: an installed `AttentionRecorder` (needed with gradient checkpointing); without one, a
+    recorder is installed for this step only.
     """
     if models.clip is None:
         raise ValueError("ERC needs a CLIP for L_CLIP, L_sim and L_recon: set `models.clip`.")
     weights, scheduler = config.weights, models.noise_scheduler
+    if weights.attn and recorder is None:
+        if getattr(unet, "module", unet).is_gradient_checkpointing:
+            raise ValueError("With gradient checkpointing, install the `AttentionRecorder` for the whole training "
+                             "loop and pass it as `recorder`: the backward pass re-runs attention layers.")
+        with AttentionRecorder(unet, config.attention_resolutions) as recorder:
+            return erc_step(unet, models, batch, config, generator, recorder)
     input_pixels = batch["pixel_values"]
     size, device = len(input_pixels), input_pixels.device
-    latents = models.image_condition(input_pixels) * models.scaling_factor
+    input_condition = models.image_condition(input_pixels)
+    latents = input_condition * models.scaling_factor
     forward_text, forward_tokens = models.encode_text(batch["edit_instruction"])
     reverse_text, reverse_tokens = models.encode_text(batch["reverse_instruction"])
     null_text = models.encode_text([""])[0]
-    forward_text, input_condition = drop_conditioning(forward_text, models.image_condition(input_pixels), null_text,
+    forward_text, input_condition = drop_conditioning(forward_text, input_condition, null_text,
                                                       config.conditioning_dropout_prob, generator)
 
     def draw_timesteps():
@@ -180,24 +228,22 @@ def erc_step(unet, models: EditModels, batch: dict, config: ERCConfig,
         noise = torch.randn(clean.shape, generator=generator, device=generator.device if generator else "cpu")
         return scheduler.add_noise(clean, noise.to(device, clean.dtype), timesteps)
 
-    base = getattr(unet, "module", unet)
-    controller = AttentionController().configure(num_prompts=size, do_classifier_free_guidance=False)
-    store = AttentionStore(controller, resolutions=config.attention_resolutions, with_grad=True)
-    capture = attention_control(base, controller) if weights.attn else contextlib.nullcontext()
-    with capture:
-        # Forward process (lines 2–4): noise the input, let M predict the noise given I_i and F, recover I_e.
-        t = draw_timesteps()
-        edited_latents = denoise(unet, noised(latents, t), t, input_condition, forward_text, scheduler,
-                                 config.num_edit_steps)
-        forward_maps = _instruction_maps(store, size) if weights.attn else None
-        store.reset()
-        # Reverse process (lines 6–8): noise I_e, let M predict the noise given I_e and R, recover I_r.
-        t_hat = draw_timesteps()
-        reverse_text, edited_condition = drop_conditioning(reverse_text, edited_latents / models.scaling_factor,
-                                                           null_text, config.conditioning_dropout_prob, generator)
-        reconstructed_latents = denoise(unet, noised(edited_latents, t_hat), t_hat, edited_condition, reverse_text,
-                                        scheduler, config.num_edit_steps)
-        reverse_maps = _instruction_maps(store, size) if weights.attn else None
+    # Forward process (lines 2–4): noise the input, let M predict the noise given I_i and F, recover I_e.
+    if weights.attn:
+        recorder.start(size)
+    t = draw_timesteps()
+    edited_latents = denoise(unet, noised(latents, t), t, input_condition, forward_text, scheduler,
+                             config.num_edit_steps)
+    forward_maps = recorder.maps(size) if weights.attn else None
+    # Reverse process (lines 6–8): noise I_e, let M predict the noise given I_e and R, recover I_r.
+    if weights.attn:
+        recorder.start(size)
+    t_hat = draw_timesteps()
+    reverse_text, edited_condition = drop_conditioning(reverse_text, edited_latents / models.scaling_factor,
+                                                       null_text, config.conditioning_dropout_prob, generator)
+    reconstructed_latents = denoise(unet, noised(edited_latents, t_hat), t_hat, edited_condition, reverse_text,
+                                    scheduler, config.num_edit_steps)
+    reverse_maps = recorder.maps(size) if weights.attn else None
 
     # Decode with gradients (the VAE's weights stay frozen).
     vae = models.vae

@@ -1,0 +1,443 @@
+"""Edit records for UIP2P training: read from JSONL, 🤗 datasets or tar shards, turned into tensors.
+
+A record holds an ``image``, its ``input_caption``, an ``edit_instruction``, the ``edited_caption`` and the
+``reverse_instruction`` that undoes the edit (ERC needs all four texts); ``edited_image`` is optional and only
+supervised training needs it. `open_edit_dataset` reads any of the supported sources, `collate_edit_records`
+batches the items, and `write_jsonl_records` writes records that `open_edit_dataset` reads back.
+
+Bad records are never dropped silently: each is reported with its index (and ``file:line`` or ``shard:key``)
+and then skipped or raised, as ``on_bad_record`` asks. Text fields are checked when the dataset opens; images
+are opened lazily, so an unreadable image is reported when its record is first read.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import random
+import re
+import shutil
+import tarfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+
+RECORD_FIELDS = ("image", "input_caption", "edit_instruction", "edited_caption", "reverse_instruction")
+TEXT_FIELDS = RECORD_FIELDS[1:]
+EDITED_IMAGE = "edited_image"
+BAD_RECORD_POLICIES = ("skip", "error")
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+
+
+class BadRecord(ValueError):
+    """A record that cannot be used; the message says where it is and what is wrong."""
+
+
+@dataclass(frozen=True)
+class _Options:
+    resolution: int
+    require_edited: bool
+    on_bad_record: str
+    center_crop: bool
+    random_flip: bool
+    seed: int
+
+
+def _report(error: BadRecord, options: _Options) -> None:
+    """Raise the problem (``on_bad_record="error"``) or warn that the record is skipped."""
+    if options.on_bad_record == "error":
+        raise ValueError(f"{error} (pass on_bad_record='skip' to skip bad records)")
+    warnings.warn(f"Skipping {error}", stacklevel=3)
+
+
+def text_problem(record: dict) -> str | None:
+    """What is wrong with a record's text fields, or None: each must be a non-empty string."""
+    for field in TEXT_FIELDS:
+        value = record.get(field)
+        if value is None:
+            return f"missing {field!r}"
+        if not isinstance(value, str):
+            return f"{field!r} must be a string, got {type(value).__name__}"
+        if not value.strip():
+            return f"empty {field!r}"
+    return None
+
+
+def load_image(value, base: Path | None = None) -> PIL.Image.Image:
+    """An RGB PIL image from a PIL image, a path (relative to ``base``), bytes or a 🤗 ``{bytes, path}`` dict."""
+    if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
+        return load_image(value.get("bytes") or value["path"], base)
+    if isinstance(value, PIL.Image.Image):
+        return value.convert("RGB")
+    if not isinstance(value, (str, Path, bytes)):
+        raise BadRecord(f"an image must be a PIL image, a path or bytes, got {type(value).__name__}")
+    try:
+        if isinstance(value, bytes):
+            return PIL.Image.open(io.BytesIO(value)).convert("RGB")
+        with PIL.Image.open(base / value if base is not None else value) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
+        name = "<bytes>" if isinstance(value, bytes) else str(value)
+        raise BadRecord(f"unreadable image {name!r}: {error}") from error
+
+
+def to_pixel_values(image: PIL.Image.Image, resolution: int, crop: tuple[float, float] = (0.5, 0.5),
+                    flip: bool = False) -> torch.Tensor:
+    """[3, R, R] float32 in [-1, 1]: shorter side resized to R, an R×R crop at ``crop`` (fractions of the slack
+    along x and y; 0.5 is the centre), then an optional horizontal flip. Aspect ratio is kept, never squashed."""
+    width, height = image.size
+    scale = resolution / min(width, height)
+    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+    if size != image.size:
+        image = image.resize(size, PIL.Image.Resampling.BICUBIC)
+    left, top = round((size[0] - resolution) * crop[0]), round((size[1] - resolution) * crop[1])
+    image = image.crop((left, top, left + resolution, top + resolution))
+    if flip:
+        image = image.transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT)
+    array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)
+    return torch.from_numpy(array / 127.5 - 1.0)
+
+
+def _make_item(texts: dict, image, edited, index: int, where: str, epoch: int, options: _Options,
+               base: Path | None = None) -> dict:
+    """The training item of one record; both images get the same crop and flip (seeded by record and epoch)."""
+    if edited is None and options.require_edited:  # a mode/data mismatch, whatever on_bad_record says
+        raise ValueError(f"Supervised mode (require_edited=True) needs edited images; {where} has none.")
+    rng = random.Random(f"{options.seed}:{epoch}:{where}")
+    crop = (0.5, 0.5) if options.center_crop else (rng.random(), rng.random())
+    flip = options.random_flip and rng.random() < 0.5
+    item = {"pixel_values": to_pixel_values(load_image(image, base), options.resolution, crop, flip)}
+    if edited is not None:
+        item["edited_pixel_values"] = to_pixel_values(load_image(edited, base), options.resolution, crop, flip)
+    return {**item, **{field: texts[field] for field in TEXT_FIELDS}, "index": index}
+
+
+class EditRecordDataset(torch.utils.data.Dataset):
+    """Map-style records; ``__getitem__`` returns None for a record skipped because its image is unreadable.
+
+    Split it across processes with the sampler (accelerate's ``prepare`` does); ``set_epoch`` reseeds random
+    crops and flips (with persistent DataLoader workers, each worker keeps the epoch it started with)."""
+
+    def __init__(self, rows: list[tuple[int, str, dict, object, object]], options: _Options, base: Path | None,
+                 images=None):
+        self._rows, self._options, self._base, self._images = rows, options, base, images
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, position: int) -> dict | None:
+        index, where, texts, image, edited = self._rows[position]
+        try:
+            if self._images is not None:  # a 🤗 dataset: images are decoded only now
+                image, edited = self._images(index)
+            return _make_item(texts, image, edited, index, where, self.epoch, self._options, self._base)
+        except BadRecord as error:
+            _report(BadRecord(f"{where}: {error}"), self._options)
+            return None
+
+
+def _check_rows(candidates, options: _Options) -> list:
+    """Keep the rows whose texts are complete, reporting the others; require edited images up front."""
+    rows, skipped = [], 0
+    for index, where, texts, image, edited in candidates:
+        if options.require_edited and edited is None:
+            raise ValueError(f"Supervised mode (require_edited=True) needs edited images; {where} has none.")
+        problem = text_problem(texts) or (None if image is not None else f"missing {'image'!r}")
+        if problem:
+            skipped += 1
+            _report(BadRecord(f"{where}: {problem}"), options)
+        else:
+            rows.append((index, where, texts, image, edited))
+    if not rows:
+        raise ValueError(f"No usable records: all {skipped} records are bad (see the warnings above)." if skipped
+                         else "`source` holds no records.")
+    return rows
+
+
+def _jsonl_rows(path: Path, names: dict, max_records: int | None, options: _Options):
+    """(index, where, texts, image, edited) of each record of a JSONL file, bad JSON reported as a bad record."""
+    lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    for index, (number, line) in enumerate(lines[:max_records]):
+        where = f"record {index} ({path.name}:{number})"
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        except ValueError as error:
+            _report(BadRecord(f"{where}: not a JSON record: {error}"), options)
+            continue
+        texts = {field: record.get(names[field]) for field in TEXT_FIELDS}
+        yield index, where, texts, record.get(names["image"]) or None, record.get(names[EDITED_IMAGE]) or None
+
+
+def _hf_dataset(dataset, names: dict, max_records: int | None, options: _Options) -> EditRecordDataset:
+    """Rows of a 🤗 ``Dataset``; its columns are checked up front, its images decoded lazily."""
+    import datasets
+
+    missing = [f"{names[f]!r} (for {f!r})" for f in RECORD_FIELDS if names[f] not in dataset.column_names]
+    if options.require_edited and names[EDITED_IMAGE] not in dataset.column_names:
+        missing.append(f"{names[EDITED_IMAGE]!r} (supervised mode needs edited images)")
+    if missing:
+        raise ValueError(f"The dataset has no column {', '.join(missing)}; its columns are "
+                         f"{dataset.column_names}. Map them with `columns`, e.g. columns={{'edit_instruction': "
+                         f"'edit_prompt'}}.")
+    if max_records is not None:
+        dataset = dataset.select(range(min(max_records, len(dataset))))
+    image_columns = [names[f] for f in ("image", EDITED_IMAGE) if names[f] in dataset.column_names]
+    raw = dataset.select_columns(image_columns)
+    for column in image_columns:  # paths and bytes only: presence is checked without decoding
+        if isinstance(raw.features[column], datasets.Image):
+            raw = raw.cast_column(column, datasets.Image(decode=False))
+    present = {column: list(raw[column]) for column in image_columns}
+    texts = {field: list(dataset[names[field]]) for field in TEXT_FIELDS}
+    has_edited = present.get(names[EDITED_IMAGE], [None] * len(dataset))
+    candidates = ((i, f"record {i}", {f: texts[f][i] for f in TEXT_FIELDS}, present[names["image"]][i] or None,
+                   has_edited[i] or None) for i in range(len(dataset)))
+    images = _DecodedImages(dataset.select_columns(image_columns), names["image"], names[EDITED_IMAGE])
+    return EditRecordDataset(_check_rows(candidates, options), options, None, images)
+
+
+class _DecodedImages:
+    """(image, edited image or None) of a 🤗 dataset's row, decoded on demand; picklable for DataLoader workers."""
+
+    def __init__(self, images, image_column: str, edited_column: str):
+        self.images, self.image_column, self.edited_column = images, image_column, edited_column
+
+    def __call__(self, index: int):
+        try:
+            row = self.images[index]
+        except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
+            raise BadRecord(f"unreadable image: {error}") from error
+        return row[self.image_column], row.get(self.edited_column)
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """``shard-{000..002}.tar`` → three paths (zero padding kept); ``{a,b}`` lists alternatives."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if not match:
+        return [pattern]
+    head, tail, body = pattern[: match.start()], pattern[match.end():], match.group(1)
+    numeric = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if numeric:
+        first, last = numeric.groups()
+        options = [str(n).zfill(len(first)) for n in range(int(first), int(last) + 1)]
+    else:
+        options = body.split(",")
+    return [path for option in options for path in expand_braces(head + option + tail)]
+
+
+class EditShardDataset(torch.utils.data.IterableDataset):
+    """Records streamed from webdataset-style tar shards: ``<key>.jpg|png|webp``, ``<key>.json`` (the text
+    fields) and optionally ``<key>.edited.png``. Rank r reads the shards with ``index % world_size == r``
+    (DataLoader workers split those again). The order depends only on ``seed`` and ``set_epoch``."""
+
+    def __init__(self, shards: list[str], options: _Options, names: dict, rank: int, world_size: int,
+                 shuffle_buffer: int, max_records: int | None):
+        self.shards = shards[rank::world_size]
+        if not self.shards:
+            raise ValueError(f"Rank {rank} of world_size={world_size} gets no shard: pass at least world_size "
+                             f"shards (got {len(shards)}).")
+        self._options, self._names, self._buffer, self._max = options, names, shuffle_buffer, max_records
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _samples(self, shard: str):
+        """(index in shard, key, {extension: bytes}) of each sample, read as a stream."""
+        group, key, index = {}, None, 0
+        try:
+            with tarfile.open(shard, mode="r|*") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    folder, _, name = member.name.rpartition("/")
+                    stem, _, extension = name.partition(".")
+                    member_key = f"{folder}/{stem}" if folder else stem
+                    if member_key != key and group:
+                        yield index, key, group
+                        group, index = {}, index + 1
+                    key = member_key
+                    group[extension.lower()] = tar.extractfile(member).read()
+        except tarfile.TarError as error:
+            raise ValueError(f"`source` shard {shard!r} is not a readable tar file: {error}") from error
+        if group:
+            yield index, key, group
+
+    def _item(self, shard: str, index: int, key: str, group: dict) -> dict:
+        where = f"sample {index} ({Path(shard).name}:{key})"
+        if "json" not in group:
+            raise BadRecord(f"{where}: no .json with the text fields")
+        try:
+            record = json.loads(group["json"])
+        except ValueError as error:
+            raise BadRecord(f"{where}: unreadable .json: {error}") from error
+        texts = {field: record.get(self._names[field]) for field in TEXT_FIELDS}
+        problem = text_problem(texts)
+        image = next((group[e] for e in IMAGE_EXTENSIONS if e in group), None)
+        edited = next((group[f"edited.{e}"] for e in IMAGE_EXTENSIONS if f"edited.{e}" in group), None)
+        if problem or image is None:
+            raise BadRecord(f"{where}: {problem or 'no image'}")
+        try:
+            return _make_item(texts, image, edited, index, where, self.epoch, self._options)
+        except BadRecord as error:
+            raise BadRecord(f"{where}: {error}") from error
+
+    def __iter__(self):
+        rng = random.Random(f"{self._options.seed}:{self.epoch}")
+        shards = list(self.shards)
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None:
+            shards = shards[worker.id::worker.num_workers]
+        if self._buffer:
+            rng.shuffle(shards)
+        samples = itertools.islice(((s, *sample) for s in shards for sample in self._samples(s)), self._max)
+        for shard, index, key, group in _shuffled(samples, self._buffer, rng):
+            try:
+                yield self._item(shard, index, key, group)
+            except BadRecord as error:
+                _report(error, self._options)
+
+
+def _shuffled(items, buffer_size: int, rng: random.Random):
+    """Items in a seeded random order drawn from a buffer of ``buffer_size`` (0: the given order)."""
+    buffer = []
+    for item in items:
+        if buffer_size <= 1:
+            yield item
+            continue
+        buffer.append(item)
+        if len(buffer) >= buffer_size:
+            yield buffer.pop(rng.randrange(len(buffer)))
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def _check_arguments(resolution, on_bad_record, columns, rank, world_size, max_records, shuffle_buffer) -> dict:
+    """Clear errors for bad arguments; the field -> column names."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"`resolution` must be a positive integer, got {resolution!r}.")
+    if on_bad_record not in BAD_RECORD_POLICIES:
+        raise ValueError(f"`on_bad_record` must be one of {BAD_RECORD_POLICIES}, got {on_bad_record!r}.")
+    if not isinstance(world_size, int) or world_size < 1 or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"Need 0 <= `rank` < `world_size`, got rank={rank!r}, world_size={world_size!r}.")
+    if max_records is not None and (not isinstance(max_records, int) or max_records < 1):
+        raise ValueError(f"`max_records` must be None or a positive integer, got {max_records!r}.")
+    if not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
+        raise ValueError(f"`shuffle_buffer` must be a non-negative integer, got {shuffle_buffer!r}.")
+    unknown = set(columns or {}) - {*RECORD_FIELDS, EDITED_IMAGE}
+    if unknown:
+        raise ValueError(f"`columns` maps unknown fields {sorted(unknown)}; the fields are "
+                         f"{[*RECORD_FIELDS, EDITED_IMAGE]}.")
+    return {field: (columns or {}).get(field, field) for field in (*RECORD_FIELDS, EDITED_IMAGE)}
+
+
+def _pick_split(dataset, split: str):
+    """A ``Dataset`` from a ``DatasetDict`` (by ``split``) or the ``Dataset`` itself."""
+    if hasattr(dataset, "column_names") and not isinstance(dataset.column_names, dict):
+        return dataset
+    if split not in dataset:
+        raise ValueError(f"`split` {split!r} is not in the dataset; its splits are {list(dataset)}.")
+    return dataset[split]
+
+
+def open_edit_dataset(source, *, resolution: int, require_edited: bool = False, on_bad_record: str = "skip",
+                      columns: dict | None = None, split: str = "train", rank: int = 0, world_size: int = 1,
+                      seed: int = 0, center_crop: bool = True, random_flip: bool = False,
+                      max_records: int | None = None, shuffle_buffer: int = 0):
+    """Edit records from ``source`` as a map-style dataset, or an ``IterableDataset`` for tar shards.
+
+    ``source``: a JSONL file or a folder holding ``records.jsonl`` (image paths relative to it); a folder saved
+    with ``save_to_disk``; a ``datasets.Dataset``/``DatasetDict``; a list of ``.tar`` shards or a brace pattern
+    (``data/shard-{000..009}.tar``); otherwise a Hub dataset name. ``columns`` maps field names to the
+    source's (``{"image": "input_image", "edit_instruction": "edit_prompt"}``). ``rank``/``world_size`` and
+    ``shuffle_buffer`` apply to shards; ``max_records`` keeps the first records (per rank for shards).
+    """
+    names = _check_arguments(resolution, on_bad_record, columns, rank, world_size, max_records, shuffle_buffer)
+    options = _Options(resolution, require_edited, on_bad_record, center_crop, random_flip, seed)
+    source = str(source) if isinstance(source, Path) else source
+    if isinstance(source, (list, tuple)) or (isinstance(source, str) and re.search(r"\.tar(\}|$)", source)):
+        items = [source] if isinstance(source, str) else list(source)
+        if not all(isinstance(item, (str, Path)) for item in items):
+            raise TypeError("`source` as a list must hold tar shard paths.")
+        shards = [path for item in items for path in expand_braces(str(item))]
+        missing = [path for path in shards if not Path(path).is_file()]
+        if not shards or missing:
+            raise ValueError(f"`source` names missing tar shards: {missing[:5] or 'none given'}.")
+        return EditShardDataset(shards, options, names, rank, world_size, shuffle_buffer, max_records)
+    if not isinstance(source, str):  # a 🤗 Dataset or DatasetDict object
+        if not hasattr(source, "column_names"):
+            raise TypeError("`source` must be a path, a list of tar shards, a Hub dataset name or a "
+                            f"datasets.Dataset, got {type(source).__name__}.")
+        return _hf_dataset(_pick_split(source, split), names, max_records, options)
+    path = Path(source)
+    if path.is_dir() and (path / "records.jsonl").is_file():
+        path = path / "records.jsonl"
+    if path.is_file():
+        rows = _check_rows(_jsonl_rows(path, names, max_records, options), options)
+        return EditRecordDataset(rows, options, path.parent)
+    import datasets
+
+    if path.is_dir():
+        return _hf_dataset(_pick_split(datasets.load_from_disk(str(path)), split), names, max_records, options)
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", str(source)) or path.suffix in (".jsonl", ".json", ".tar"):
+        raise ValueError(f"`source` {str(source)!r} does not exist (expected a JSONL file, a folder holding "
+                         "records.jsonl or a saved dataset, tar shards, or a Hub dataset name).")
+    return _hf_dataset(datasets.load_dataset(str(source), split=split), names, max_records, options)
+
+
+def collate_edit_records(items: list[dict | None]) -> dict:
+    """One batch: tensors stacked, texts listed, skipped (None) items dropped; {} when none is left.
+
+    ``edited_pixel_values`` is included only when every item has it."""
+    items = [item for item in items if item is not None]
+    if not items:
+        return {}
+    batch = {"pixel_values": torch.stack([item["pixel_values"] for item in items])}
+    if all("edited_pixel_values" in item for item in items):
+        batch["edited_pixel_values"] = torch.stack([item["edited_pixel_values"] for item in items])
+    batch.update({field: [item[field] for item in items] for field in TEXT_FIELDS})
+    batch["index"] = torch.tensor([item["index"] for item in items], dtype=torch.long)
+    return batch
+
+
+def write_jsonl_records(records, folder: str | Path) -> Path:
+    """Write ``records.jsonl`` and ``images/`` into ``folder``; return the JSONL path.
+
+    PIL images are saved as PNG; image paths are copied (a path shared by several records is copied once).
+    Paths in the JSONL are relative to ``folder``, so the folder can be moved as a whole."""
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    copied: dict[Path, str] = {}
+    path = folder / "records.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        for i, original in enumerate(records):
+            record = dict(original)
+            for field, suffix in (("image", ""), (EDITED_IMAGE, "_edited")):
+                value = record.get(field)
+                if isinstance(value, PIL.Image.Image):
+                    record[field] = f"images/{i:06d}{suffix}.png"
+                    value.save(folder / record[field])
+                elif isinstance(value, (str, Path)):
+                    value = Path(value).resolve()
+                    if value not in copied:
+                        copied[value] = f"images/{i:06d}{suffix}{value.suffix.lower()}"
+                        shutil.copyfile(value, folder / copied[value])
+                    record[field] = copied[value]
+                elif field == "image" or value is not None:
+                    raise TypeError(f"records[{i}][{field!r}] must be a PIL image or a path, got "
+                                    f"{type(value).__name__}.")
+            try:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            except TypeError as error:
+                raise TypeError(f"records[{i}] holds a value JSON cannot store: {error}") from error
+    return path

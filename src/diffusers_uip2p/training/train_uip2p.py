@@ -1,0 +1,376 @@
+"""Train an InstructPix2Pix-architecture model with UIP2P's Edit Reversibility Constraint (no edited images),
+or supervised as InstructPix2Pix (the baseline, on paired data).
+
+    accelerate launch -m diffusers_uip2p.training.train_uip2p \\
+        --pretrained_model_name_or_path timbrooks/instruct-pix2pix --train_data records/ \\
+        --clip_model_name_or_path openai/clip-vit-large-patch14 --output_dir uip2p-model
+
+The base is an InstructPix2Pix/UIP2P pipeline (8-channel UNet) or a text-to-image one (4 channels), which is
+widened with `convert_unet_to_instruct_pix2pix`. The result is a `UIP2PPipeline` folder, or with
+``--lora_rank`` LoRA weights that ``pipe.load_lora_weights(output_dir)`` loads. Flags follow diffusers'
+``train_instruct_pix2pix.py`` where they overlap. Checkpoints hold the model, optimizer, LR schedule, EMA and
+random states; ``--resume_from_checkpoint latest`` continues a run exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import AutoencoderKL, DDPMScheduler, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
+
+from ..pipelines import UIP2PPipeline, convert_unet_to_instruct_pix2pix
+from ..shapes.training_utils import machine
+from .batches import GeneratorState, training_batches
+from .data import open_edit_dataset
+from .erc import AttentionRecorder, EditModels, ERCConfig, erc_step, supervised_step
+from .hub import check_hub_push, push_folder
+from .losses import CLIPEmbedder, ERCLossWeights
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--pretrained_model_name_or_path", required=True, help="IP2P/UIP2P or text-to-image pipeline (folder or Hub id)")
+    add("--mode", choices=("erc", "supervised"), default="erc", help="erc: UIP2P; supervised: InstructPix2Pix")
+    add("--train_data", required=True, help="records: JSONL/folder, a saved or Hub 🤗 dataset, or .tar shards")
+    add("--column", action="append", default=[], metavar="FIELD=NAME",
+        help="dataset column holding a record field, e.g. --column edit_instruction=edit_prompt")
+    add("--on_bad_record", choices=("skip", "error"), default="skip", help="what to do with an unusable record")
+    add("--max_train_samples", type=int)
+    add("--clip_model_name_or_path", default="openai/clip-vit-large-patch14", help="CLIP of the ERC losses")
+    add("--output_dir", required=True)
+    add("--resolution", type=int, default=256)
+    add("--random_flip", action="store_true")
+    add("--train_batch_size", type=int, default=4)
+    add("--gradient_accumulation_steps", type=int, default=1)
+    add("--max_train_steps", type=int, default=1000)
+    add("--learning_rate", type=float, default=5e-5)
+    add("--lr_scheduler", default="constant", help="any diffusers.optimization schedule name")
+    add("--lr_warmup_steps", type=int, default=0)
+    add("--adam_weight_decay", type=float, default=1e-2)
+    add("--max_grad_norm", type=float, default=1.0)
+    add("--conditioning_dropout_prob", type=float, default=0.05)
+    add("--lambda_clip", type=float, default=1.0, help="weight of L_CLIP (directional)")
+    add("--lambda_sim", type=float, default=1.0, help="weight of L_sim")
+    add("--lambda_recon", type=float, default=1.0, help="weight of L_recon")
+    add("--lambda_recon_clip", type=float, default=1.0, help="weight of L_recon's CLIP term inside L_recon")
+    add("--lambda_attn", type=float, default=1.0, help="weight of L_attn (0 also skips attention capture)")
+    add("--min_timestep", type=int, default=0)
+    add("--max_timestep", type=int, default=999)
+    add("--num_edit_steps", type=int, default=1, help="DDIM steps making each ERC edit (1: one-step x0)")
+    add("--attention_resolutions", type=int, nargs="*", help="cross-attention resolutions of L_attn")
+    add("--use_ema", action="store_true")
+    add("--ema_decay", type=float, default=0.9999)
+    add("--lora_rank", type=int, default=0, help="train LoRA adapters of this rank instead of the whole UNet")
+    add("--gradient_checkpointing", action="store_true")
+    add("--mixed_precision", choices=("no", "fp16", "bf16"), default=None, help="default: accelerate's config")
+    add("--checkpointing_steps", type=int, default=500)
+    add("--checkpoints_total_limit", type=int)
+    add("--resume_from_checkpoint", help="a checkpoint folder, or 'latest' in --output_dir")
+    add("--validation_image", help="an image to edit with --validation_prompt every --validation_steps")
+    add("--validation_prompt")
+    add("--validation_steps", type=int, default=500)
+    add("--seed", type=int, default=0)
+    add("--dataloader_num_workers", type=int, default=0)
+    add("--report_to", default=None, help="accelerate tracker (tensorboard, wandb, ...); off by default")
+    add("--push_to_hub", action="store_true")
+    add("--hub_model_id")
+    add("--hub_token")
+    args = parser.parse_args(argv)
+    for name in ("resolution", "train_batch_size", "gradient_accumulation_steps", "max_train_steps",
+                 "checkpointing_steps", "validation_steps", "num_edit_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if not 0 <= args.min_timestep <= args.max_timestep:
+        parser.error("need 0 <= --min_timestep <= --max_timestep")
+    if bool(args.validation_image) != bool(args.validation_prompt):
+        parser.error("--validation_image and --validation_prompt go together")
+    try:
+        args.columns = dict(item.split("=", 1) for item in args.column)
+    except ValueError:
+        parser.error(f"--column takes FIELD=NAME, got {args.column}")
+    args.command = shlex.join(["accelerate", "launch", "-m", "diffusers_uip2p.training.train_uip2p",
+                               *(sys.argv[1:] if argv is None else argv)])
+    return args
+
+
+def load_unet(args) -> tuple[UNet2DConditionModel, bool]:
+    """The base UNet as an 8-channel InstructPix2Pix UNet, and whether it had to be widened from 4 channels."""
+    unet = UNet2DConditionModel.from_pretrained(args.pretrained_model_name_or_path, subfolder="unet")
+    channels, out = unet.config.in_channels, unet.config.out_channels
+    if channels == 2 * out:
+        return unet, False
+    if channels == out:
+        if args.lora_rank:
+            raise ValueError("--lora_rank needs an InstructPix2Pix/UIP2P base: a text-to-image UNet is widened with "
+                             "zero weights for the image channels, and LoRA adapters cannot train those.")
+        return convert_unet_to_instruct_pix2pix(unet), True
+    raise ValueError(f"The base UNet takes {channels} input channels for {out} output channels; expected {out} "
+                     f"(text-to-image, converted here) or {2 * out} (InstructPix2Pix/UIP2P).")
+
+
+def add_lora(unet: UNet2DConditionModel, rank: int) -> None:
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+
+
+def latest_checkpoint(output_dir: str) -> Path | None:
+    found = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return found[-1] if found else None
+
+
+def prune_checkpoints(output_dir: str, keep: int | None) -> None:
+    """Keep the newest ``keep - 1`` checkpoints, making room for the one about to be saved."""
+    if keep is None:
+        return
+    found = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    for old in found[: max(0, len(found) - keep + 1)]:
+        shutil.rmtree(old)
+
+
+def edit_pipeline(unet, models: EditModels, base: str) -> UIP2PPipeline:
+    scheduler = EulerAncestralDiscreteScheduler.from_pretrained(base, subfolder="scheduler")
+    return UIP2PPipeline(vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=unet,
+                         scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                         requires_safety_checker=False)
+
+
+def validate(pipe: UIP2PPipeline, args, step: int) -> Path:
+    """Edit the validation image and save input | edit side by side under output_dir/validation/."""
+    from PIL import Image
+
+    source = Image.open(args.validation_image).convert("RGB").resize((args.resolution, args.resolution))
+    pipe.set_progress_bar_config(disable=True)
+    edited = pipe(args.validation_prompt, image=source, num_inference_steps=20,
+                  generator=torch.Generator(pipe.device).manual_seed(args.seed)).images[0]
+    grid = Image.new("RGB", (2 * args.resolution, args.resolution))
+    grid.paste(source, (0, 0))
+    grid.paste(edited.resize(source.size), (args.resolution, 0))
+    path = Path(args.output_dir) / "validation" / f"step-{step:06d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
+
+
+def write_card(args, losses: dict[str, float], seconds: float, validation: list[Path]) -> None:
+    objective = ("ERC (UIP2P): L = λ_clip·L_CLIP + λ_sim·L_sim + λ_recon·L_recon + λ_attn·L_attn, no edited images"
+                 if args.mode == "erc" else "supervised InstructPix2Pix: ε-MSE on the true edited images")
+    weights = {k: getattr(args, k) for k in ("lambda_clip", "lambda_sim", "lambda_recon", "lambda_recon_clip",
+                                             "lambda_attn")} if args.mode == "erc" else {}
+    hyper = {k: getattr(args, k) for k in ("resolution", "train_batch_size", "gradient_accumulation_steps",
+                                           "max_train_steps", "learning_rate", "lr_scheduler",
+                                           "conditioning_dropout_prob", "use_ema", "ema_decay", "lora_rank",
+                                           "min_timestep", "max_timestep", "num_edit_steps", "seed")}
+    clip = f"`{args.clip_model_name_or_path}`" if args.mode == "erc" else "n/a"
+    lines = [f"# {'UIP2P' if args.mode == 'erc' else 'InstructPix2Pix'} model", "",
+             f"- base model: `{args.pretrained_model_name_or_path}`", f"- data: `{args.train_data}`",
+             f"- objective: {objective}", f"- loss weights: {weights or 'n/a'}", f"- CLIP of the losses: {clip}",
+             f"- hyper-parameters: {hyper}", f"- training time: {seconds / 60:.1f} min on {machine()}", "",
+             "## Training", "", f"```\n{args.command}\n```", "", "## Validation", "",
+             "Mean of each loss term over the last 50 steps: "
+             + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()), ""]
+    lines += [f"![step {p.stem}](validation/{p.name})" for p in validation]
+    (Path(args.output_dir) / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    token = check_hub_push(args.hub_token) if args.push_to_hub else None
+    # Several processes on a machine without any accelerator: data-parallel on the CPU (gloo), which
+    # Accelerate only sets up when asked for the CPU explicitly.
+    cpu_only = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
+    accelerator = Accelerator(cpu=cpu_only, gradient_accumulation_steps=args.gradient_accumulation_steps,
+                              mixed_precision=args.mixed_precision, log_with=args.report_to,
+                              project_config=ProjectConfiguration(project_dir=args.output_dir))
+    set_seed(args.seed)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+    # Frozen parts: text encoder in the training precision; the VAE and CLIP decode/embed with gradients, in fp32.
+    base = args.pretrained_model_name_or_path
+    tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder").requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(base, subfolder="vae").requires_grad_(False)
+    clip = None
+    if args.mode == "erc":
+        clip = CLIPEmbedder(CLIPModel.from_pretrained(args.clip_model_name_or_path),
+                            CLIPTokenizer.from_pretrained(args.clip_model_name_or_path))
+        clip.to(accelerator.device)
+    noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
+    models = EditModels(vae.to(accelerator.device).eval(), text_encoder.to(accelerator.device, weight_dtype).eval(),
+                        tokenizer, noise_scheduler, clip)
+    config = ERCConfig(ERCLossWeights(args.lambda_clip, args.lambda_sim, args.lambda_recon, args.lambda_recon_clip,
+                                      args.lambda_attn), args.min_timestep, args.max_timestep, args.num_edit_steps,
+                       tuple(args.attention_resolutions) if args.attention_resolutions else None,
+                       args.conditioning_dropout_prob)
+
+    dataset = open_edit_dataset(args.train_data, resolution=args.resolution, require_edited=args.mode == "supervised",
+                                on_bad_record=args.on_bad_record, columns=args.columns or None,
+                                rank=accelerator.process_index, world_size=accelerator.num_processes, seed=args.seed,
+                                random_flip=args.random_flip, max_records=args.max_train_samples)
+
+    unet, widened = load_unet(args)
+    if args.lora_rank:
+        add_lora(unet, args.lora_rank)
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    trainable = [p for p in unet.parameters() if p.requires_grad]
+    ema = EMAModel(trainable, decay=args.ema_decay) if args.use_ema else None
+    optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    # The prepared schedule steps once per process per optimiser step (as in diffusers' scripts).
+    lr_schedule = get_scheduler(args.lr_scheduler, optimizer,
+                                num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                                num_training_steps=args.max_train_steps * accelerator.num_processes)
+    unet, optimizer, lr_schedule = accelerator.prepare(unet, optimizer, lr_schedule)
+    generator = GeneratorState(torch.Generator().manual_seed(args.seed + accelerator.process_index))
+    accelerator.register_for_checkpointing(generator)
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+
+    step = 0
+    if args.resume_from_checkpoint:
+        path = (latest_checkpoint(args.output_dir) if args.resume_from_checkpoint == "latest"
+                else Path(args.resume_from_checkpoint))
+        if path is None:
+            accelerator.print(f"No checkpoint in {args.output_dir}: starting a new run.")
+        else:
+            accelerator.load_state(str(path))
+            step = int(path.name.split("-")[1])
+            accelerator.print(f"Resumed from {path} at step {step}.")
+    if accelerator.is_main_process:
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        accelerator.init_trackers("train_uip2p", config={k: v for k, v in vars(args).items()
+                                                        if isinstance(v, (int, float, str, bool))})
+        accelerator.print(f"{args.mode} training of {sum(p.numel() for p in trainable) / 1e6:.2f} M parameters"
+                          + (" (UNet widened from text-to-image)" if widened else ""))
+
+    batches = training_batches(dataset, args.train_batch_size, args.seed, accelerator.process_index,
+                               accelerator.num_processes, start_batch=step * args.gradient_accumulation_steps,
+                               num_workers=args.dataloader_num_workers)
+    log_path = Path(args.output_dir) / "training_log.jsonl"
+    recent, validation, start = [], [], time.time()
+    progress = tqdm(total=args.max_train_steps, initial=step, desc=f"train_uip2p ({args.mode})",
+                    disable=not accelerator.is_local_main_process)
+    # Installed for the whole run: with gradient checkpointing, backward re-runs the attention layers.
+    recorder = None
+    if args.mode == "erc" and args.lambda_attn:
+        recorder = AttentionRecorder(unet, config.attention_resolutions)
+    with recorder or contextlib.nullcontext():
+        while step < args.max_train_steps:
+            with accelerator.accumulate(unet):
+                batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
+                if args.mode == "erc":
+                    output = erc_step(unet, models, batch, config, generator.generator, recorder)
+                    loss, terms = output.loss, output.losses
+                else:
+                    loss = supervised_step(unet, models, batch, config, generator.generator)
+                    terms = {}
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"The loss is {loss.item()} at step {step}; lower --learning_rate or use "
+                                             "bf16/fp32 instead of fp16.")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(trainable, args.max_grad_norm)
+                optimizer.step()
+                lr_schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            if ema is not None:
+                ema.step(trainable)
+            step += 1
+            progress.update()
+            logs = {"loss": loss.item(), **terms, "lr": lr_schedule.get_last_lr()[0]}
+            progress.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "lr"})
+            accelerator.log(logs, step=step)
+            recent = (recent + [{"loss": loss.item(), **terms}])[-50:]
+            if accelerator.is_main_process:
+                with log_path.open("a") as log:
+                    log.write(json.dumps({"step": step, **logs}) + "\n")
+            if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
+                if accelerator.is_main_process:
+                    prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
+                accelerator.wait_for_everyone()
+                accelerator.save_state(str(Path(args.output_dir) / f"checkpoint-{step}"))
+            if args.validation_image and accelerator.is_main_process and (
+                    step % args.validation_steps == 0 or step == args.max_train_steps):
+                with recorder.suspended() if recorder else contextlib.nullcontext():
+                    pipe = edit_pipeline(accelerator.unwrap_model(unet), models, base)
+                    validation.append(with_ema(ema, trainable, validate, pipe, args, step))
+    progress.close()
+
+    accelerator.wait_for_everyone()
+    check_ranks_agree(accelerator, trainable)
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(unet)
+        if ema is not None:
+            ema.copy_to(trainable)
+        save(final, models, args)
+        averages = {k: sum(r[k] for r in recent) / len(recent) for k in recent[0]} if recent else {}
+        write_card(args, averages, time.time() - start, validation)
+        if args.push_to_hub:
+            repo = push_folder(args.output_dir, args.hub_model_id, token, f"train_uip2p {args.mode}")
+            accelerator.print(f"Pushed to https://huggingface.co/{repo}")
+    # Release the data-parallel wrapper while every process is still alive: freed after a peer has exited,
+    # its gloo threads wait for that peer forever.
+    accelerator.wait_for_everyone()
+    unet = optimizer = lr_schedule = None
+    accelerator.free_memory()
+    accelerator.end_training()
+
+
+def with_ema(ema, parameters, function, *args):
+    """``function(*args)`` with the EMA weights in place (what will be saved), then the trained ones back."""
+    if ema is None:
+        return function(*args)
+    ema.store(parameters)
+    ema.copy_to(parameters)
+    try:
+        return function(*args)
+    finally:
+        ema.restore(parameters)
+
+
+def check_ranks_agree(accelerator: Accelerator, parameters: list[torch.Tensor]) -> None:
+    """Data-parallel ranks must end with the same weights; a mismatch means a broken setup, not a result."""
+    checksum = torch.stack([p.detach().double().sum() for p in parameters]).sum().reshape(1)
+    every = accelerator.gather(checksum.to(accelerator.device))
+    if not torch.allclose(every, every[0]):
+        raise RuntimeError(f"The {accelerator.num_processes} processes ended with different weights: {every.tolist()}")
+    accelerator.print(f"{accelerator.num_processes} process(es) agree on the weights (checksum {every[0].item():.6f})")
+
+
+def save(unet, models: EditModels, args) -> None:
+    """A `UIP2PPipeline` folder, or LoRA weights (``pytorch_lora_weights.safetensors``) with ``--lora_rank``."""
+    if args.lora_rank:
+        from peft.utils import get_peft_model_state_dict
+
+        UIP2PPipeline.save_lora_weights(args.output_dir, unet_lora_layers=get_peft_model_state_dict(unet),
+                                        safe_serialization=True)
+        return
+    models.text_encoder.to(torch.float32)  # it ran in the training precision; the weights are the base's
+    edit_pipeline(unet, models, args.pretrained_model_name_or_path).save_pretrained(args.output_dir,
+                                                                                   safe_serialization=True)
+
+
+if __name__ == "__main__":
+    main()

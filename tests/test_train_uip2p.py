@@ -1,0 +1,179 @@
+"""train_uip2p end to end on tiny models: saving, resuming, LoRA, the Hub check, bad bases, two processes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+from diffusers_uip2p import UIP2PPipeline
+from diffusers_uip2p.shapes.dataset import export_jsonl, split_edits
+from diffusers_uip2p.testing import (
+    tiny_clip_model,
+    tiny_instruct_pix2pix_components,
+    tiny_text_to_image_components,
+)
+from diffusers_uip2p.training import train_uip2p
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A tiny IP2P pipeline, a tiny text-to-image pipeline, a tiny CLIP and six Shapes training records."""
+    root = tmp_path_factory.mktemp("train_uip2p")
+    UIP2PPipeline(**tiny_instruct_pix2pix_components(), safety_checker=None, feature_extractor=None,
+                  requires_safety_checker=False).save_pretrained(root / "ip2p")
+    StableDiffusionPipeline(**tiny_text_to_image_components(), safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(root / "t2i")
+    clip, tokenizer = tiny_clip_model()
+    clip.save_pretrained(root / "clip")
+    tokenizer.save_pretrained(root / "clip")
+    export_jsonl(split_edits("train", 6), root / "records")
+    return root
+
+
+def arguments(assets, output, *extra, steps=4, base="ip2p"):
+    return ["--pretrained_model_name_or_path", str(assets / base), "--train_data", str(assets / "records"),
+            "--clip_model_name_or_path", str(assets / "clip"), "--output_dir", str(output), "--resolution", "16",
+            "--train_batch_size", "2", "--max_train_steps", str(steps), "--learning_rate", "1e-3",
+            "--checkpointing_steps", "2", *extra]
+
+
+def log(output) -> list[dict]:
+    return [json.loads(line) for line in (Path(output) / "training_log.jsonl").read_text().splitlines()]
+
+
+def test_erc_run_saves_a_pipeline_that_edits(assets, tmp_path):
+    output = tmp_path / "run"
+    train_uip2p.main(arguments(assets, output, "--use_ema", "--ema_decay", "0.9", "--gradient_checkpointing",
+                               "--validation_image",
+                               str(assets / "records" / "images" / "000000.png"), "--validation_prompt",
+                               "make the circle red", "--validation_steps", "2"))
+    assert [row["step"] for row in log(output)] == [1, 2, 3, 4]
+    assert {"clip", "sim", "recon", "attn"} <= set(log(output)[0])
+    pipe = UIP2PPipeline.from_pretrained(output, safety_checker=None, feature_extractor=None)
+    edited = pipe("make the circle red", image=torch.rand(1, 3, 16, 16), num_inference_steps=2,
+                  output_type="np").images
+    assert edited.shape == (1, 16, 16, 3) and torch.isfinite(torch.from_numpy(edited)).all()
+    card = (output / "README.md").read_text()
+    assert "lambda_attn" in card and "ip2p" in card and "validation/step-000004.png" in card
+    assert (output / "validation" / "step-000002.png").is_file()
+    assert sorted(p.name for p in output.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_resumed_run_continues_exactly(assets, tmp_path):
+    """Stopped after step 2 and resumed, a run logs the same losses and saves the same (EMA) weights as an
+    uninterrupted one."""
+    extra = ("--use_ema", "--ema_decay", "0.9", "--random_flip", "--lr_scheduler", "cosine")
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train_uip2p.main(arguments(assets, whole, *extra))
+    train_uip2p.main(arguments(assets, parts, *extra))
+    # Simulate a cut after step 2: drop everything written later.
+    for name in ("checkpoint-4", "unet", "vae", "text_encoder", "tokenizer", "scheduler", "model_index.json",
+                 "README.md"):
+        path = parts / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    rows = log(parts)[:2]
+    (parts / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    train_uip2p.main(arguments(assets, parts, *extra, "--resume_from_checkpoint", "latest"))
+    assert [r["step"] for r in log(parts)] == [1, 2, 3, 4]
+    for a, b in zip(log(whole), log(parts), strict=True):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
+    first = UNet2DConditionModel.from_pretrained(whole / "unet").state_dict()
+    second = UNet2DConditionModel.from_pretrained(parts / "unet").state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_supervised_run_and_a_text_to_image_base(assets, tmp_path):
+    output = tmp_path / "supervised"
+    train_uip2p.main(arguments(assets, output, "--mode", "supervised", steps=2, base="t2i"))
+    assert set(log(output)[0]) == {"step", "loss", "lr"}
+    unet = UNet2DConditionModel.from_pretrained(output / "unet")
+    assert unet.config.in_channels == 8
+
+
+def test_lora_weights_load_into_the_pipeline(assets, tmp_path):
+    output = tmp_path / "lora"
+    train_uip2p.main(arguments(assets, output, "--lora_rank", "4", "--mixed_precision", "bf16", steps=2))
+    assert (output / "pytorch_lora_weights.safetensors").is_file()
+    pipe = UIP2PPipeline.from_pretrained(assets / "ip2p", safety_checker=None, feature_extractor=None)
+    torch.manual_seed(0)
+    sample, text = torch.randn(1, 8, 8, 8), torch.randn(1, 77, 32)
+
+    def unet_output():
+        with torch.no_grad():
+            return pipe.unet(sample, 500, encoder_hidden_states=text).sample
+
+    before = unet_output()
+    pipe.load_lora_weights(output)
+    assert (unet_output() - before).abs().max() > 1e-6
+
+
+def test_push_to_hub_refuses_before_training_offline_or_without_a_token(assets, tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
+        train_uip2p.main(arguments(assets, tmp_path / "hub", "--push_to_hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(ValueError, match="token"):
+        train_uip2p.main(arguments(assets, tmp_path / "hub", "--push_to_hub"))
+    assert not (tmp_path / "hub").exists()
+
+
+def test_bad_bases_and_mismatched_data(assets, tmp_path):
+    wrong = tmp_path / "wrong"
+    StableDiffusionPipeline(**tiny_text_to_image_components(), safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(wrong)
+    config = UNet2DConditionModel.load_config(wrong / "unet")
+    UNet2DConditionModel.from_config({**config, "in_channels": 6}).save_pretrained(wrong / "unet")
+    with pytest.raises(ValueError, match="6 input channels"):
+        train_uip2p.main(["--pretrained_model_name_or_path", str(wrong), *arguments(assets, tmp_path / "o1")[2:]])
+    with pytest.raises(ValueError, match="LoRA"):
+        train_uip2p.main(arguments(assets, tmp_path / "o2", "--lora_rank", "2", base="t2i"))
+    records = tmp_path / "unpaired"
+    lines = (assets / "records" / "records.jsonl").read_text().splitlines()
+    records.mkdir()
+    (records / "images").symlink_to(assets / "records" / "images")
+    (records / "records.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in json.loads(line).items() if k != "edited_image"}) + "\n" for line in lines))
+    args = arguments(assets, tmp_path / "o3", "--mode", "supervised")
+    args[args.index("--train_data") + 1] = str(records)
+    with pytest.raises(ValueError, match="edited"):
+        train_uip2p.main(args)
+
+
+def test_two_processes_agree_and_only_the_main_one_writes(assets, tmp_path):
+    """Two data-parallel processes on the CPU (gloo), launched with the documented config. Accelerate 1.x starts
+    several CPU processes through its torchrun launcher (``--multi_gpu``); ``--cpu`` alone starts one process
+    (or several under MPI)."""
+    output = tmp_path / "ddp"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    command = [str(accelerate), "launch", "--config_file", str(CONFIGS / "cpu_2_processes.yaml"),
+               "-m", "diffusers_uip2p.training.train_uip2p", *arguments(assets, output, steps=2)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    except subprocess.TimeoutExpired as timeout:
+        pytest.fail(f"Timed out; stdout: {timeout.stdout}\nstderr: {timeout.stderr}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es) agree on the weights" in result.stdout + result.stderr
+    assert [row["step"] for row in log(output)] == [1, 2]  # one writer: each step logged once
+    UIP2PPipeline.from_pretrained(output, safety_checker=None, feature_extractor=None)
+
+
+@pytest.mark.parametrize("name", ["multi_gpu", "deepspeed_zero2", "cpu_2_processes"])
+def test_documented_accelerate_configs_load(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
+    assert config.num_processes >= 2 and config.main_training_function == "main"
