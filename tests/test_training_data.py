@@ -17,10 +17,11 @@ from diffusers_uip2p.shapes.dataset import export_jsonl, split_edits, to_hf_data
 from diffusers_uip2p.shapes.scenes import render
 from diffusers_uip2p.testing import make_clip_tokenizer
 from diffusers_uip2p.training import prepare_data
+from diffusers_uip2p.training.shards import expand_braces
 from diffusers_uip2p.training.data import (
     RECORD_FIELDS,
     collate_edit_records,
-    expand_braces,
+
     open_edit_dataset,
     write_jsonl_records,
 )
