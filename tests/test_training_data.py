@@ -25,18 +25,18 @@ from diffusers_uip2p.training.data import (
     open_edit_dataset,
     write_jsonl_records,
 )
+from diffusers_uip2p.training.clip_filter import clip_filter
 from diffusers_uip2p.training.instructions import (
     MULTI_EDIT_CUE,
     REVERSE_PROMPT,
     build_multi_edit_prompt,
     build_reverse_prompt,
-    clip_filter,
     generate_multi_edits,
     generate_reverse_instructions,
     parse_multi_edits,
     parse_reverse_instruction,
-    reverse_instruction_by_rules,
 )
+from diffusers_uip2p.training.reverse_rules import reverse_instruction_by_rules
 
 TEXTS = {"input_caption": "a cat on a mat", "edit_instruction": "add a hat to the cat",
          "edited_caption": "a cat with a hat on a mat", "reverse_instruction": "remove the hat"}

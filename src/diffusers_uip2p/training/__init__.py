@@ -1,1 +1,2 @@
-"""Training scripts: the task classifier (and, later, UIP2P with the Edit Reversibility Constraint)."""
+"""Training: UIP2P with the Edit Reversibility Constraint (`train_uip2p`, `erc`, `losses`), its data tools
+(`data`, `shards`, `reverse_rules`, `instructions`, `clip_filter`, `prepare_data`) and the task classifier."""

@@ -24,7 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import EDITED_IMAGE, RECORD_FIELDS, write_jsonl_records
-from .instructions import clip_filter, generate_multi_edits, generate_reverse_instructions
+from .clip_filter import clip_filter
+from .instructions import generate_multi_edits, generate_reverse_instructions
 
 INPUT_FILES = ("records.jsonl", "metadata.jsonl", "captions.jsonl")
 
