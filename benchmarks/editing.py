@@ -16,6 +16,7 @@ the P2P controller installed: the capture overhead.
 
     .venv/bin/python benchmarks/editing.py --threads 1
     .venv/bin/python benchmarks/editing.py --arch sd15 --steps 3 --repeats 1 --threads 1
+    .venv/bin/python benchmarks/editing.py --arch sd15 --size 256 --steps 3 --repeats 1 --threads 1  # CPU
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ def bench_capture(pipe, inversion, args) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arch", choices=("tiny", "sd15"), default="tiny")
+    parser.add_argument("--size", type=int, default=None,
+                        help="image side in pixels (default: 512 for sd15, the bundled sample's for tiny)")
     parser.add_argument("--steps", type=int, default=25, help="DSI primary steps N; DDIM gets 2N − 2")
     parser.add_argument("--guidance-scale", type=float, default=7.5)
     parser.add_argument("--repeats", type=int, default=3)
@@ -111,9 +114,13 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = build_pipeline(args.arch, args.device, torch.float32)
-    inversion = pipe.invert(load_image(args.arch), SOURCE, num_inference_steps=args.steps,
+    image = load_image(args.arch)
+    if args.size:
+        image = image.resize((args.size, args.size))
+    inversion = pipe.invert(image, SOURCE, num_inference_steps=args.steps,
                             guidance_scale=args.guidance_scale, output_type="latent")
-    report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "arch": args.arch, "steps": args.steps,
+    report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "arch": args.arch, "size": image.size[0],
+              "steps": args.steps,
               "ddim_steps": ddim_steps_for_same_budget(args.steps), "guidance_scale": args.guidance_scale,
               "memory": memory_method(args.device), "methods": {}}
     for method in EDIT_METHODS:
@@ -122,7 +129,8 @@ def main(argv=None):
     report["capture"] = bench_capture(pipe, inversion, args)
     report["environment"] = environment(args.device)
     print(json.dumps(report["capture"], indent=1))
-    path = Path(args.output) / f"editing-{args.arch}-N{args.steps}-{args.device}.json"
+    suffix = f"-{args.size}px" if args.size else ""
+    path = Path(args.output) / f"editing-{args.arch}{suffix}-N{args.steps}-{args.device}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")
