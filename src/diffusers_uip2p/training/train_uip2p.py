@@ -180,7 +180,9 @@ def write_card(args, losses: dict[str, float], seconds: float, validation: list[
                                            "conditioning_dropout_prob", "use_ema", "ema_decay", "lora_rank",
                                            "min_timestep", "max_timestep", "num_edit_steps", "seed")}
     clip = f"`{args.clip_model_name_or_path}`" if args.mode == "erc" else "n/a"
-    lines = [f"# {'UIP2P' if args.mode == 'erc' else 'InstructPix2Pix'} model", "",
+    front_matter = ["---", "library_name: diffusers", f"base_model: {args.pretrained_model_name_or_path}",
+                    "pipeline_tag: image-to-image", "tags: [diffusers-uip2p, instruct-pix2pix, image-editing]", "---"]
+    lines = [*front_matter, f"# {'UIP2P' if args.mode == 'erc' else 'InstructPix2Pix'} model", "",
              f"- base model: `{args.pretrained_model_name_or_path}`", f"- data: `{args.train_data}`",
              f"- objective: {objective}", f"- loss weights: {weights or 'n/a'}", f"- CLIP of the losses: {clip}",
              f"- hyper-parameters: {hyper}", f"- training time: {seconds / 60:.1f} min on {machine()}", "",
