@@ -19,7 +19,8 @@ from diffusers_uip2p import AutoEditPipeline, UIP2PPipeline
 from diffusers_uip2p.evaluation.__main__ import main
 from diffusers_uip2p.evaluation.benchmarks import EmuEdit, MagicBrush, PieBench
 from diffusers_uip2p.evaluation.metrics import Metrics
-from diffusers_uip2p.evaluation.runners import editor_for, load_pipeline, run_benchmark, run_reconstruction
+from diffusers_uip2p.evaluation.editors import editor_for, load_pipeline
+from diffusers_uip2p.evaluation.runners import run_benchmark, run_reconstruction
 from diffusers_uip2p.testing import tiny_clip_model, tiny_instruct_pix2pix_components, tiny_text_to_image_components
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"

@@ -18,16 +18,8 @@ __all__ = ["CountingModelFn", "ddim_round_trip", "ddim_steps_for_same_budget", "
 
 # Benchmark readers and runners (python -m diffusers_uip2p.evaluation).
 from .benchmarks import EditItem, EditTurn, EmuEdit, MagicBrush, PieBench, ShapesBenchmark  # noqa: E402
-from .runners import (  # noqa: E402
-    InstructionEditor,
-    PromptEditor,
-    ShardedRun,
-    editor_for,
-    load_pipeline,
-    run_benchmark,
-    run_reconstruction,
-    run_shapes,
-)
+from .editors import InstructionEditor, PromptEditor, editor_for, load_pipeline  # noqa: E402
+from .runners import ShardedRun, run_benchmark, run_reconstruction, run_shapes  # noqa: E402
 
 __all__ += ["EditItem", "EditTurn", "EmuEdit", "MagicBrush", "PieBench", "ShapesBenchmark", "InstructionEditor",
             "PromptEditor", "ShardedRun", "editor_for", "load_pipeline", "run_benchmark", "run_reconstruction",

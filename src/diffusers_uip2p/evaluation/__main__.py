@@ -26,15 +26,8 @@ import torch
 from .benchmarks import PIE_MASK_SIZE, EmuEdit, MagicBrush, PieBench, ShapesBenchmark
 from .clip_metrics import CLIP_ID, DINO_ID
 from .metrics import LPIPS_ID, SPECS, Metrics, load_squeezenet_lpips
-from .runners import (
-    DEFAULT_METRICS,
-    PIPELINE_KINDS,
-    check_inputs,
-    editor_for,
-    load_pipeline,
-    run_benchmark,
-    run_reconstruction,
-)
+from .editors import PIPELINE_KINDS, editor_for, load_pipeline
+from .runners import DEFAULT_METRICS, check_inputs, run_benchmark, run_reconstruction
 
 EDIT_METHODS = ("direct", "p2p", "masactrl", "sdedit", "auto")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
