@@ -52,10 +52,19 @@ class ERCConfig:
     attention_resolutions: tuple[int, ...] | None = None
     conditioning_dropout_prob: float = 0.05
 
+    def __post_init__(self):
+        if not 0 <= self.min_timestep <= self.max_timestep:
+            raise ValueError(f"Need 0 <= min_timestep <= max_timestep, got {self.min_timestep}, {self.max_timestep}.")
+        if self.num_edit_steps < 1:
+            raise ValueError(f"`num_edit_steps` must be >= 1, got {self.num_edit_steps}.")
+        if not 0 <= self.conditioning_dropout_prob <= 1 / 3:
+            raise ValueError("`conditioning_dropout_prob` must be in [0, 1/3] (three dropout cases of p each), got "
+                             f"{self.conditioning_dropout_prob}.")
+
 
 @dataclass
 class ERCOutput:
-    """The step's total loss (with its graph), each term (detached) and the three images (detached, [-1, 1])."""
+    """The step's total loss (with its graph), each term, and the edit and reconstruction (detached, [-1, 1])."""
 
     loss: torch.Tensor
     losses: dict[str, float]

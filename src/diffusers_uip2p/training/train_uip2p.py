@@ -216,6 +216,9 @@ def main(argv=None):
                             CLIPTokenizer.from_pretrained(args.clip_model_name_or_path))
         clip.to(accelerator.device)
     noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
+    if args.max_timestep >= noise_scheduler.config.num_train_timesteps:
+        raise ValueError(f"--max_timestep must be below the base's {noise_scheduler.config.num_train_timesteps} "
+                         f"training timesteps, got {args.max_timestep}.")
     models = EditModels(vae.to(accelerator.device).eval(), text_encoder.to(accelerator.device, weight_dtype).eval(),
                         tokenizer, noise_scheduler, clip)
     config = ERCConfig(ERCLossWeights(args.lambda_clip, args.lambda_sim, args.lambda_recon, args.lambda_recon_clip,
