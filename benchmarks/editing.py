@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inversion import build_pipeline, environment, load_image, memory_method, timed  # noqa: E402
+from inversion import build_pipeline, environment, load_image, memory_method, save_report, timed  # noqa: E402
 
 from diffusers_uip2p.attention import AttentionController, AttentionStore, attention_control  # noqa: E402
 from diffusers_uip2p.evaluation import ddim_steps_for_same_budget  # noqa: E402
@@ -130,10 +130,7 @@ def main(argv=None):
     report["environment"] = environment(args.device)
     print(json.dumps(report["capture"], indent=1))
     suffix = f"-{args.size}px" if args.size else ""
-    path = Path(args.output) / f"editing-{args.arch}{suffix}-N{args.steps}-{args.device}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
+    save_report(report, args.output, f"editing-{args.arch}{suffix}-N{args.steps}-{args.device}.json")
 
 
 if __name__ == "__main__":

@@ -129,6 +129,15 @@ def load_image(arch: str) -> PIL.Image.Image:
     return image.resize((512, 512), PIL.Image.BICUBIC) if arch == "sd15" else image
 
 
+def save_report(report: dict, folder: str, name: str) -> Path:
+    """Write a benchmark's JSON report as ``folder/name`` and say where."""
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
 def environment(device: str) -> dict:
     if device == "cuda":
         device_name = torch.cuda.get_device_name()

@@ -45,7 +45,6 @@ Random weights make the losses meaningless but not the cost; images are random p
 import argparse
 import contextlib
 import ctypes
-import json
 import math
 import statistics
 import sys
@@ -56,7 +55,7 @@ import torch
 from diffusers import DDPMScheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inversion import _release_freed_memory, environment, memory_method, timed  # noqa: E402
+from inversion import _release_freed_memory, environment, memory_method, save_report, timed  # noqa: E402
 
 from diffusers_uip2p.attention.controller import unet_layers  # noqa: E402
 from diffusers_uip2p.testing import (  # noqa: E402
@@ -308,10 +307,7 @@ def main(argv=None) -> dict:
     print(f"\nAttention capture overhead (ERC / ERC, no L_attn): time {capture['time_ratio']:.2f}×, "
           f"peak memory {capture['memory_ratio']:.2f}× (RSS)"
           + (f", {capture['allocated_ratio']:.2f}× (allocated)" if has_allocated else ""))
-    path = Path(args.output) / f"training-{args.arch}-{size}px-b{batch_size}-{args.device}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    save_report(report, args.output, f"training-{args.arch}-{size}px-b{batch_size}-{args.device}.json")
     return report
 
 

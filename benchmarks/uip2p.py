@@ -21,7 +21,6 @@ timed runs. ``--arch sd15`` uses Stable Diffusion 1.5's InstructPix2Pix architec
 """
 
 import argparse
-import json
 import statistics
 import sys
 from importlib import resources
@@ -33,7 +32,7 @@ import torch
 from diffusers import StableDiffusionInstructPix2PixPipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inversion import environment, memory_method, timed  # noqa: E402
+from inversion import environment, memory_method, save_report, timed  # noqa: E402
 
 from diffusers_uip2p import UIP2PPipeline  # noqa: E402
 from diffusers_uip2p.testing import (  # noqa: E402
@@ -110,10 +109,7 @@ def main(argv=None) -> dict:
     print("| pipeline | median s | × IP2P | peak MiB |\n|---|---:|---:|---:|")
     for name, row in results.items():
         print(f"| {name} | {row['seconds_median']:.3f} | {row['time_ratio_to_ip2p']:.2f} | {row['peak_mib_max']:.1f} |")
-    path = Path(args.output) / f"uip2p-{args.arch}-{size}px-N{steps}-{args.device}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    save_report(report, args.output, f"uip2p-{args.arch}-{size}px-N{steps}-{args.device}.json")
     return report
 
 

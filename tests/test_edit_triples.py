@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, pipeline
+from transformers import pipeline
 
 from diffusers_uip2p.classifier.llm_triples import (
     PAPER_EXAMPLES,
@@ -29,7 +29,7 @@ from diffusers_uip2p.classifier.triples import (
     read_triples,
     triples_path,
 )
-from diffusers_uip2p.testing import make_clip_tokenizer
+from diffusers_uip2p.testing import tiny_causal_lm
 
 
 @pytest.fixture(scope="module")
@@ -176,11 +176,7 @@ def test_llm_path_with_a_generation_function_returns_the_parsed_triples():
 
 @pytest.fixture(scope="module")
 def tiny_lm():
-    tokenizer = make_clip_tokenizer(model_max_length=4096)
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=2048, n_embd=32, n_layer=1, n_head=2,
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    return GPT2LMHeadModel(config).eval(), tokenizer
+    return tiny_causal_lm()
 
 
 def test_llm_path_with_a_random_causal_lm_and_pipeline_runs_end_to_end(tiny_lm):

@@ -11,11 +11,11 @@ import PIL.Image
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, GPT2Config, GPT2LMHeadModel
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
 from diffusers_uip2p.shapes.dataset import export_jsonl, split_edits, to_hf_dataset
 from diffusers_uip2p.shapes.scenes import render
-from diffusers_uip2p.testing import make_clip_tokenizer
+from diffusers_uip2p.testing import make_clip_tokenizer, tiny_causal_lm
 from diffusers_uip2p.training import prepare_data
 from diffusers_uip2p.training.shards import expand_braces
 from diffusers_uip2p.training.data import (
@@ -519,11 +519,7 @@ def test_multi_edit_generation_with_a_callable():
 
 @pytest.fixture(scope="module")
 def tiny_lm():
-    tokenizer = make_clip_tokenizer(model_max_length=4096)
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=2048, n_embd=32, n_layer=1, n_head=2,
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    return GPT2LMHeadModel(config).eval(), tokenizer
+    return tiny_causal_lm()
 
 
 def test_llm_path_with_a_tiny_causal_lm(tiny_lm, monkeypatch):

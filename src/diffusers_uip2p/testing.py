@@ -258,3 +258,15 @@ def clip_vit_l14_model(seed: int = 0):
                         projection_dim=768)
     torch.manual_seed(seed)
     return CLIPModel(config).eval(), tokenizer
+
+
+def tiny_causal_lm(seed: int = 0):
+    """A tiny random GPT-2 and a byte-level tokenizer: a local "LLM" for the data-generation paths, which
+    writes nonsense but exercises prompting, generation and parsing end to end."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = make_clip_tokenizer(model_max_length=4096)
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=2048, n_embd=32, n_layer=1, n_head=2,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    return GPT2LMHeadModel(config).eval(), tokenizer
