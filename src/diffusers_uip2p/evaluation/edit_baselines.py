@@ -15,7 +15,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 from ..attention import attention_control
 from ..pipelines.editing import plan_edit
-from .reconstruction import CountingModelFn, ddim_config
+from .reconstruction import CountingModelFn, ddim_scheduler
 
 
 @torch.no_grad()
@@ -28,8 +28,8 @@ def ddim_edit(pipe, clean_latents: torch.Tensor, prompts: list[str], num_inferen
     if clean_latents.ndim != 4 or clean_latents.shape[0] != 1:
         raise ValueError(f"`clean_latents` must be one image's latents [1, C, H, W], got {tuple(clean_latents.shape)}.")
     plan = plan_edit(edit_method, prompts, pipe.tokenizer, **method_kwargs)
-    inverse = DDIMInverseScheduler.from_config(ddim_config(pipe.scheduler.config))
-    forward = DDIMScheduler.from_config(ddim_config(pipe.scheduler.config))
+    inverse = ddim_scheduler(DDIMInverseScheduler, pipe.scheduler.config)
+    forward = ddim_scheduler(DDIMScheduler, pipe.scheduler.config)
     device = clean_latents.device
     inverse.set_timesteps(num_inference_steps, device=device)
     forward.set_timesteps(num_inference_steps, device=device)

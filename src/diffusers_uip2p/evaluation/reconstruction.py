@@ -6,6 +6,7 @@ DDIM inversion that diffusers users would otherwise pick (`DDIMInverseScheduler`
 
 from __future__ import annotations
 
+import inspect
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
@@ -39,21 +40,23 @@ def ddim_steps_for_same_budget(num_inference_steps: int) -> int:
     return 2 * num_inference_steps - 2
 
 
-def ddim_config(config) -> dict:
-    """A scheduler config without DSI's own key, so DDIM schedulers built from it do not warn."""
-    return {k: v for k, v in dict(config).items() if k != "auxiliary_position"}
+def ddim_scheduler(scheduler_class, config):
+    """``scheduler_class`` (DDIM or its inverse) from any SD scheduler config, given only the keys it takes, so
+    that DSI's own key and PNDM's ``skip_prk_steps`` do not make it warn on every image."""
+    accepted = inspect.signature(scheduler_class.__init__).parameters
+    return scheduler_class.from_config({k: v for k, v in dict(config).items() if k in accepted})
 
 
 def ddim_round_trip(config, latents: torch.Tensor, model_fn: ModelFn, num_inference_steps: int) -> tuple[torch.Tensor, int]:
     """Invert with diffusers' `DDIMInverseScheduler` and sample back with `DDIMScheduler`, both built from
     ``config`` (any SD scheduler config); returns (reconstruction, UNet calls)."""
     counted = CountingModelFn(model_fn)
-    inverse = DDIMInverseScheduler.from_config(ddim_config(config))
+    inverse = ddim_scheduler(DDIMInverseScheduler, config)
     inverse.set_timesteps(num_inference_steps, device=latents.device)
     x = latents
     for t in inverse.timesteps:
         x = inverse.step(counted(x, t), t, x).prev_sample
-    forward = DDIMScheduler.from_config(ddim_config(config))
+    forward = ddim_scheduler(DDIMScheduler, config)
     forward.set_timesteps(num_inference_steps, device=latents.device)
     for t in forward.timesteps:
         x = forward.step(counted(x, t), t, x).prev_sample
