@@ -23,6 +23,16 @@ from diffusers_uip2p.training import train_uip2p
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate keeps one process-wide state; each run here sets its own precision, as a new process would."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """A tiny IP2P pipeline, a tiny text-to-image pipeline, a tiny CLIP and six Shapes training records."""
