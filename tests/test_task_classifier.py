@@ -41,9 +41,48 @@ def test_default_configuration_is_table_s7():
         + 2 * 2 * width
     plain = (768 * width + width) + 77 * width + 2 * width + 6 * block + 2 * width + (width * 5 + 5)
     assert sum(p.numel() for p in EditTaskClassifier(compare_tokens=False).parameters()) == plain  # 19.4 M
-    assert sum(p.numel() for p in model.parameters()) == plain + 768 * width + width  # + the difference stream
+    assert c.compare_tokens == "changes"
+    assert sum(p.numel() for p in model.parameters()) == plain + 2 * width  # + the change embedding of each side
+    positional = EditTaskClassifier(compare_tokens=True)  # the first version, as the shipped Shapes classifier
+    assert sum(p.numel() for p in positional.parameters()) == plain + 768 * width + width  # + the difference stream
     logits = model.eval()(torch.randn(2, 77, 768), torch.randn(2, 77, 768))
     assert logits.shape == (2, 5)
+    with pytest.raises(ValueError, match="`compare_tokens` must be one of 'changes', True, False, got 'diff'"):
+        EditTaskClassifier(compare_tokens="diff")
+
+
+def test_change_scores_find_the_changed_words_wherever_they_sit():
+    from diffusers_uip2p.classifier.modeling import change_scores
+
+    words = torch.eye(6, 16)  # six words, each unlike the others
+    source = words[[0, 1, 2, 3]].unsqueeze(0)  # "a cat on sofa"
+    target = words[[0, 4, 5, 1, 2, 3]].unsqueeze(0)  # "a black dog cat on sofa": two words inserted
+    source_mask, target_mask = torch.ones(1, 4), torch.ones(1, 6)
+    assert torch.allclose(change_scores(source, target, target_mask), torch.zeros(1, 4), atol=1e-6)
+    target_scores = change_scores(target, source, source_mask)[0]
+    assert target_scores[[0, 3, 4, 5]].abs().max() < 1e-6 and torch.allclose(target_scores[[1, 2]], torch.ones(2))
+    padded_source = torch.cat([source, words[[4]].unsqueeze(0)], dim=1)  # a padding token that matches "black"
+    assert torch.equal(change_scores(target, padded_source, torch.tensor([[1, 1, 1, 1, 0]]))[0], target_scores)
+
+
+@pytest.mark.parametrize("compare_tokens", ["changes", True, False])
+def test_padding_changes_nothing(compare_tokens):
+    """Padding is masked (and cut off before the blocks): how much of it there is cannot matter, nor what it
+    holds, except to the first version's difference stream (``True``), which subtracts the source's state at
+    each position from the target's, padding or not."""
+    torch.manual_seed(0)
+    model = EditTaskClassifier(input_dim=8, num_tokens=20, hidden_dim=16, num_heads=2, num_layers=1,
+                               compare_tokens=compare_tokens).eval()
+    source, target = torch.randn(2, 10, 8), torch.randn(2, 10, 8)
+    source_mask, target_mask = torch.zeros(2, 10), torch.zeros(2, 10)
+    source_mask[0, :3], source_mask[1, :5], target_mask[0, :4], target_mask[1, :2] = 1, 1, 1, 1
+    logits = model(source, target, source_mask, target_mask)
+    if compare_tokens is not True:
+        noisy_source = source + 5 * (1 - source_mask[..., None])
+        noisy_target = target - 3 * (1 - target_mask[..., None])
+        assert torch.allclose(model(noisy_source, noisy_target, source_mask, target_mask), logits, atol=1e-5)
+    alone = model(source[:1], target[:1], source_mask[:1], target_mask[:1])  # shorter padding after the cut
+    assert torch.allclose(alone, logits[:1], atol=1e-5)
 
 
 def test_save_load_round_trip(tmp_path, components):
@@ -210,30 +249,31 @@ def test_blip_writes_the_source_prompt(tmp_path, components, image):
 
 
 def test_training_script_generalises_to_unseen_words_and_templates(tmp_path):
-    """Train on generated triples, test on the split whose templates and content words never appear in
-    training. The tiny text encoder knows each word's class (`word_class_text_encoder`), as CLIP's
-    pretraining would; it was never shown a task label."""
+    """Train on the 10,000 generated train triples, test on the 1,000 of the split whose templates and content
+    words never appear in training: the issue's bar, >= 95 % in under two minutes on a CPU. The tiny text
+    encoder knows each word's class and the class's broader kind (`word_class_text_encoder`), as CLIP's
+    pretraining would; it was never shown a task label. Measured 0.973 (train accuracy 1.000), the whole
+    test 42-47 s on 1 thread; the same run as `benchmarks/task_classifier.py` (RESULTS.md). The bar is met at
+    this seed, not at every one: seeds 1 and 2 give 0.957 and 0.943."""
     import time
 
     from diffusers_uip2p.classifier import triples
     from diffusers_uip2p.testing import word_class_text_encoder
     from diffusers_uip2p.training.train_task_classifier import main
 
-    text_encoder, tokenizer = word_class_text_encoder(triples.words_by_class(), hidden_size=32)
+    start = time.time()
+    text_encoder, tokenizer = word_class_text_encoder(triples.words_by_class(), hidden_size=32,
+                                                      class_groups=triples.class_groups())
     text_encoder.save_pretrained(tmp_path / "encoder" / "text_encoder")
     tokenizer.save_pretrained(tmp_path / "encoder" / "tokenizer")
-    train, test = str(tmp_path / "train.jsonl"), str(tmp_path / "test.jsonl")
-    triples.write_triples(train, triples.load_triples("train")[:2000])
-    triples.write_triples(test, triples.load_triples("test")[:500])
-    start = time.time()
     scores = main(["--pretrained_model_name_or_path", str(tmp_path / "encoder"), "--output_dir", str(tmp_path / "out"),
-                   "--train_file", train, "--test_file", test, "--hidden_dim", "64", "--num_layers", "2",
-                   "--num_heads", "4", "--num_epochs", "2", "--learning_rate", "1e-3"])
+                   "--hidden_dim", "64", "--num_layers", "2", "--num_heads", "4", "--num_epochs", "3",
+                   "--learning_rate", "1e-3"])
     assert time.time() - start < 120
-    # Measured 0.56 with all 10,000 triples and 3 epochs; the issue's bar is 0.95 (not met: see RESULTS.md).
-    assert scores["all"] >= 0.4, scores  # chance is 0.2
+    assert scores["all"] >= 0.95, scores  # chance is 0.2; the rules get 0.927 on these pairs
     loaded = EditTaskClassifier.from_pretrained(tmp_path / "out")
-    assert loaded.config.input_dim == 32 and (tmp_path / "out" / "README.md").is_file()
+    assert loaded.config.input_dim == 32 and loaded.config.compare_tokens == "changes"
+    assert (tmp_path / "out" / "README.md").is_file()
 
 
 def test_pipeline_with_classifier_saves_and_loads(tmp_path, components):

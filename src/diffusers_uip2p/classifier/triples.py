@@ -195,6 +195,23 @@ def words_by_class() -> dict[str, list[str]]:
     return classes
 
 
+# The kind of thing each word class names, one rung above the class: what a pretrained text encoder also
+# knows about words (`diffusers_uip2p.testing.word_class_text_encoder`). Persons and animals are living
+# beings; objects, vehicles and foods are things; places, surfaces and roads are where something is; poses
+# and person actions are activities. Times, styles and colors are kinds of their own.
+CLASS_GROUPS = {
+    "person": "being", "animal": "being",
+    "object": "thing", "vehicle": "thing", "food": "thing",
+    "place": "location", "surface": "location", "road": "location",
+    "pose": "activity", "person_action": "activity",
+}
+
+
+def class_groups() -> dict[str, str]:
+    """`words_by_class`'s classes that share a broader kind, mapped to it (for `word_class_text_encoder`)."""
+    return dict(CLASS_GROUPS)
+
+
 def with_article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
