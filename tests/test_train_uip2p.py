@@ -187,3 +187,14 @@ def test_documented_accelerate_configs_load(name):
 
     config = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
     assert config.num_processes >= 2 and config.main_training_function == "main"
+
+
+def test_task_classifier_push_refuses_before_training_without_a_token(monkeypatch):
+    from diffusers_uip2p.training import train_task_classifier
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    monkeypatch.setattr(train_task_classifier, "Accelerator", lambda: pytest.fail("training started"))
+    with pytest.raises(ValueError, match="token"):
+        train_task_classifier.main(["--pretrained_model_name_or_path", "unused", "--output_dir", "unused",
+                                    "--push_to_hub"])

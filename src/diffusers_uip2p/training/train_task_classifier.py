@@ -29,6 +29,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from ..classifier import EDIT_TASKS, EditTaskClassifier, EditTriple, load_triples
 from ..classifier.triples import read_triples
 from ..shapes.training_utils import machine
+from .hub import check_hub_push, push_folder
 
 COMPARE_CHOICES = {"changes": "changes", "position": True, "none": False}  # --compare_tokens → the config value
 
@@ -154,6 +155,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    token = check_hub_push() if args.push_to_hub else None  # before training, not after
     accelerator = Accelerator()
     set_seed(args.seed)
     tokenizer = CLIPTokenizer.from_pretrained(args.pretrained_model_name_or_path, subfolder="tokenizer")
@@ -205,9 +207,7 @@ def main(argv=None):
         if args.add_to_pipeline:
             register_in_pipeline(args.pretrained_model_name_or_path)
         if args.push_to_hub:
-            from huggingface_hub import create_repo, upload_folder
-            repo_id = create_repo(args.hub_model_id or Path(args.output_dir).name, exist_ok=True).repo_id
-            upload_folder(repo_id=repo_id, folder_path=args.output_dir, commit_message="Train task classifier")
+            push_folder(args.output_dir, args.hub_model_id, token, "Train task classifier")
     return scores
 
 
