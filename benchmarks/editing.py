@@ -30,7 +30,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inversion import build_pipeline, environment, load_image, memory_method, save_report, timed  # noqa: E402
+from inversion import (  # noqa: E402
+    add_run_arguments,
+    build_pipeline,
+    environment,
+    load_image,
+    memory_method,
+    parse_run_arguments,
+    save_report,
+    timed,
+)
 
 from diffusers_uip2p.attention import AttentionController, AttentionStore, attention_control  # noqa: E402
 from diffusers_uip2p.evaluation import ddim_steps_for_same_budget  # noqa: E402
@@ -107,16 +116,10 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=25, help="DSI primary steps N; DDIM gets 2N − 2")
     parser.add_argument("--guidance-scale", type=float, default=7.5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--output", default="benchmarks/results")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    add_run_arguments(parser)
+    args = parse_run_arguments(parser, argv)
     pipe = build_pipeline(args.arch, args.device, torch.float32)
-    image = load_image(args.arch)
-    if args.size:
-        image = image.resize((args.size, args.size))
+    image = load_image(args.arch, args.size)
     inversion = pipe.invert(image, SOURCE, num_inference_steps=args.steps,
                             guidance_scale=args.guidance_scale, output_type="latent")
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "arch": args.arch, "size": image.size[0],

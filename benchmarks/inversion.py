@@ -124,9 +124,26 @@ def build_pipeline(arch: str, device: str, dtype: torch.dtype) -> AutoEditPipeli
     return pipe
 
 
-def load_image(arch: str) -> PIL.Image.Image:
+def load_image(arch: str, size: int | None = None) -> PIL.Image.Image:
+    """The bundled sample at ``size`` pixels; by default 512 for sd15 and its own size for tiny."""
     image = PIL.Image.open(resources.files("diffusers_uip2p") / "assets" / "sample.png").convert("RGB")
-    return image.resize((512, 512), PIL.Image.BICUBIC) if arch == "sd15" else image
+    size = size or (512 if arch == "sd15" else None)
+    return image.resize((size, size), PIL.Image.BICUBIC) if size else image
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device, --threads and --output, which every ratio benchmark takes."""
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--output", default="benchmarks/results")
+
+
+def parse_run_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, then pin torch's thread count if asked (oversubscribed threads make CPU timings meaningless)."""
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def save_report(report: dict, folder: str, name: str) -> Path:

@@ -55,7 +55,15 @@ import torch
 from diffusers import DDPMScheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inversion import _release_freed_memory, environment, memory_method, save_report, timed  # noqa: E402
+from inversion import (  # noqa: E402
+    add_run_arguments,
+    environment,
+    memory_method,
+    parse_run_arguments,
+    _release_freed_memory,
+    save_report,
+    timed,
+)
 
 from diffusers_uip2p.attention.controller import unet_layers  # noqa: E402
 from diffusers_uip2p.testing import (  # noqa: E402
@@ -185,12 +193,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpointing-row", action="store_true", help="add the gradient checkpointing row "
                         "(always there with --arch sd15)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--output", default="benchmarks/results")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    add_run_arguments(parser)
+    args = parse_run_arguments(parser, argv)
     size = args.size or (256 if args.arch == "sd15" else 64)
     args.repeats = args.repeats or (3 if args.arch == "sd15" else 20)
     batch_size = args.batch_size or (1 if args.arch == "sd15" else 2)

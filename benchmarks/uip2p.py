@@ -23,16 +23,22 @@ timed runs. ``--arch sd15`` uses Stable Diffusion 1.5's InstructPix2Pix architec
 import argparse
 import statistics
 import sys
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import torch
 from diffusers import StableDiffusionInstructPix2PixPipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inversion import environment, memory_method, save_report, timed  # noqa: E402
+from inversion import (  # noqa: E402
+    add_run_arguments,
+    environment,
+    load_image,
+    memory_method,
+    parse_run_arguments,
+    save_report,
+    timed,
+)
 
 from diffusers_uip2p import UIP2PPipeline  # noqa: E402
 from diffusers_uip2p.testing import (  # noqa: E402
@@ -66,16 +72,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: 20 tiny, 3 sd15)")
     parser.add_argument("--candidates", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--output", default="benchmarks/results")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    add_run_arguments(parser)
+    args = parse_run_arguments(parser, argv)
     size = args.size or (256 if args.arch == "sd15" else 64)
     steps = args.steps or (3 if args.arch == "sd15" else 20)
-    image = PIL.Image.open(resources.files("diffusers_uip2p") / "assets" / "sample.png").convert("RGB")
-    image = image.resize((size, size), PIL.Image.BICUBIC)
+    image = load_image(args.arch, size)
     parent, child = build(args.arch, args.device)
 
     def call(pipe, **kwargs):
