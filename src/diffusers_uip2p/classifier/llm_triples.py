@@ -57,7 +57,7 @@ _LONGEST_ALIAS_FIRST = sorted(TASK_ALIASES, key=len, reverse=True)
 # "Source:", "**Target text**:", '"task":', "Task label:" ...; the label word must not end a longer word.
 _FIELD = re.compile(r"(?<![a-z])(source|target|task)(?:[ \t]+(?:text|prompt|caption|label))?[ \t*_\"']*[:：]",
                     re.IGNORECASE)
-_SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'", "«": '"', "»": '"'})
+SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'", "«": '"', "»": '"'})
 _WRAPPING = " \t*_`\"',;:.-–—•|"
 
 
@@ -97,6 +97,15 @@ def _normalize_task(value: str) -> str | None:
     return None
 
 
+def labelled_fields(pattern: re.Pattern, text: str) -> list[tuple[re.Match, str]]:
+    """Each field label ``pattern`` finds in an LLM's reply (smart quotes made plain), with the text that
+    follows it up to the next label: the common first step of reading labelled records."""
+    text = text.translate(SMART_QUOTES)
+    fields = list(pattern.finditer(text))
+    ends = [match.start() for match in fields[1:]] + [len(text)]
+    return [(match, text[match.end():end]) for match, end in zip(fields, ends, strict=False)]
+
+
 def parse_triples(text: str) -> list[EditTriple]:
     """Every complete Source/Target/Task record in an LLM's reply, in order, without duplicates.
 
@@ -105,13 +114,10 @@ def parse_triples(text: str) -> list[EditTriple]:
     """
     if not isinstance(text, str):
         raise TypeError(f"`text` must be a str, got {type(text).__name__}.")
-    text = text.translate(_SMART_QUOTES)
-    fields = list(_FIELD.finditer(text))
-    ends = [match.start() for match in fields[1:]] + [len(text)] if fields else []
     triples, seen, record = [], set(), {}
-    for match, end in zip(fields, ends, strict=True):
+    for match, following in labelled_fields(_FIELD, text):
         label = match.group(1).lower()
-        value = text[match.end():end].lstrip().split("\n", 1)[0]
+        value = following.lstrip().split("\n", 1)[0]
         if label == "source":
             record = {"source": _clean_prompt_text(value)}
         elif label == "target" and list(record) == ["source"]:

@@ -14,8 +14,8 @@ from collections import Counter
 import torch
 from tqdm.auto import tqdm
 
-from ..classifier.llm_triples import text_generator
-from .reverse_rules import SMART_QUOTES, reverse_instruction_by_rules
+from ..classifier.llm_triples import SMART_QUOTES, labelled_fields, text_generator
+from .reverse_rules import reverse_instruction_by_rules
 
 # --- LLM prompts (supplement §8.1) and parsers ----------------------------------------------------------------
 
@@ -97,9 +97,6 @@ def parse_multi_edits(text: str, require_reverse: bool = True) -> list[dict]:
     ``require_reverse=False`` an edit without its reverse is kept with ``reverse_instruction=None``."""
     if not isinstance(text, str):
         raise TypeError(f"`text` must be a str, got {type(text).__name__}.")
-    text = text.translate(SMART_QUOTES)
-    fields = list(_FIELD.finditer(text))
-    ends = [m.start() for m in fields[1:]] + [len(text)] if fields else []
     edits, seen, record = [], set(), {}
 
     def finish(record):
@@ -110,8 +107,8 @@ def parse_multi_edits(text: str, require_reverse: bool = True) -> list[dict]:
             edits.append({"edit_instruction": instruction, "edited_caption": edited,
                           "reverse_instruction": reverse or None})
 
-    for match, end in zip(fields, ends, strict=True):
-        kind, value = _field_kind(match["label"]), _clean(text[match.end():end])
+    for match, following in labelled_fields(_FIELD, text):
+        kind, value = _field_kind(match["label"]), _clean(following)
         if kind == "edit_instruction":
             finish(record)
             record = {kind: value}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import difflib
 import re
 
+from ..classifier.llm_triples import SMART_QUOTES
+
 COLOURS = frozenset("red orange yellow green blue purple pink brown black white gray grey silver gold golden beige "
                     "violet cyan magenta turquoise teal navy maroon".split())
 SIZES = frozenset("small large big tiny huge little giant medium".split())
@@ -25,7 +27,6 @@ _STOP = _DETERMINERS | _POSSESSIVES | set("and or with on in at to of from by fo
 _CONNECTORS = {"and", "with", ",", "plus", "while"}
 _PLACE_PREPOSITIONS = r"next to|in front of|on top of|beside|behind|under|underneath|above|below|near|on|in|into|" \
                       r"onto|at|to|inside|over|by|around|across|along|between|among"
-SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'", "«": '"', "»": '"'})
 
 
 def _tokens(text: str) -> list[str]:
