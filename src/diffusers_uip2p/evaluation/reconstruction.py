@@ -12,6 +12,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 from ..schedulers import DualScheduleInversionScheduler
 from ..schedulers.scheduling_dual_schedule import ModelFn
+from .pixel_metrics import psnr as psnr_per_image
 
 
 class CountingModelFn:
@@ -71,5 +72,4 @@ def relative_error(reconstruction: torch.Tensor, reference: torch.Tensor) -> flo
 
 def psnr(images: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> float:
     """Mean PSNR in dB of images against references (both BCHW in [0, data_range]); inf when identical."""
-    mse = ((images.double() - reference.double()) ** 2).flatten(1).mean(1)
-    return (10 * torch.log10(data_range**2 / mse)).mean().item()
+    return psnr_per_image(images, reference, data_range).mean().item()

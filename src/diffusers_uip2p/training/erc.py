@@ -10,6 +10,7 @@ instruction (lines 2–4), edits its own result back with the reverse instructio
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -90,6 +91,11 @@ class EditModels:
         with torch.no_grad():
             embeddings = self.text_encoder(tokens.input_ids.to(device))[0]
         return embeddings, instruction_token_mask(tokens.input_ids, tokens.attention_mask).to(device)
+
+    @functools.cached_property
+    def null_text(self) -> torch.Tensor:
+        """The embedding of "", which conditioning dropout puts in place of a prompt (the same every step)."""
+        return self.encode_text([""])[0]
 
     @torch.no_grad()
     def image_condition(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -225,8 +231,7 @@ def erc_step(unet, models: EditModels, batch: dict, config: ERCConfig, generator
     latents = input_condition * models.scaling_factor
     forward_text, forward_tokens = models.encode_text(batch["edit_instruction"])
     reverse_text, reverse_tokens = models.encode_text(batch["reverse_instruction"])
-    null_text = models.encode_text([""])[0]
-    forward_text, input_condition = drop_conditioning(forward_text, input_condition, null_text,
+    forward_text, input_condition = drop_conditioning(forward_text, input_condition, models.null_text,
                                                       config.conditioning_dropout_prob, generator)
 
     def draw_timesteps():
@@ -249,7 +254,7 @@ def erc_step(unet, models: EditModels, batch: dict, config: ERCConfig, generator
         recorder.start(size)
     t_hat = draw_timesteps()
     reverse_text, edited_condition = drop_conditioning(reverse_text, edited_latents / models.scaling_factor,
-                                                       null_text, config.conditioning_dropout_prob, generator)
+                                                       models.null_text, config.conditioning_dropout_prob, generator)
     reconstructed_latents = denoise(unet, noised(edited_latents, t_hat), t_hat, edited_condition, reverse_text,
                                     scheduler, config.num_edit_steps)
     reverse_maps = recorder.maps(size) if weights.attn else None
@@ -292,7 +297,7 @@ def supervised_step(unet, models: EditModels, batch: dict, config: ERCConfig,
         target_latents = models.vae.encode(edited.to(models.vae.dtype)).latent_dist.sample(generator) \
             * models.scaling_factor
     text, _ = models.encode_text(batch["edit_instruction"])
-    text, image = drop_conditioning(text, models.image_condition(batch["pixel_values"]), models.encode_text([""])[0],
+    text, image = drop_conditioning(text, models.image_condition(batch["pixel_values"]), models.null_text,
                                     config.conditioning_dropout_prob, generator)
     noise = torch.randn(target_latents.shape, generator=generator, device=sample_device).to(device)
     timesteps = torch.randint(config.min_timestep, config.max_timestep + 1, (len(edited),), generator=generator,

@@ -132,8 +132,13 @@ def add_lora(unet: UNet2DConditionModel, rank: int) -> None:
                                 target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
 
 
+def checkpoints(output_dir: str) -> list[Path]:
+    """The run's ``checkpoint-<step>`` folders, oldest first."""
+    return sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
 def latest_checkpoint(output_dir: str) -> Path | None:
-    found = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    found = checkpoints(output_dir)
     return found[-1] if found else None
 
 
@@ -141,7 +146,7 @@ def prune_checkpoints(output_dir: str, keep: int | None) -> None:
     """Keep the newest ``keep - 1`` checkpoints, making room for the one about to be saved."""
     if keep is None:
         return
-    found = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    found = checkpoints(output_dir)
     for old in found[: max(0, len(found) - keep + 1)]:
         shutil.rmtree(old)
 
