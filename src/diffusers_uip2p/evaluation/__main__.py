@@ -23,6 +23,7 @@ from functools import partial
 
 import torch
 
+from ..distributed import cpu_process_group_needed
 from .benchmarks import PIE_MASK_SIZE, EmuEdit, MagicBrush, PieBench, ShapesBenchmark
 from .clip_metrics import CLIP_ID, DINO_ID
 from .metrics import LPIPS_ID, SPECS, Metrics, load_squeezenet_lpips
@@ -132,11 +133,10 @@ def open_benchmark(name: str, args: argparse.Namespace):
 
 
 def distributed_state():
-    """Accelerate's view of this process (rank, world size, device, barrier). Several processes on a machine
-    without an accelerator need ``cpu=True`` to form a CPU (gloo) group."""
+    """Accelerate's view of this process (rank, world size, device, barrier)."""
     from accelerate import PartialState
 
-    return PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available())
+    return PartialState(cpu=cpu_process_group_needed())
 
 
 def _pipeline(args: argparse.Namespace, device: torch.device):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shlex
 import shutil
 import sys
@@ -33,6 +32,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
+from ..distributed import cpu_process_group_needed
 from ..pipelines import UIP2PPipeline, convert_unet_to_instruct_pix2pix
 from ..shapes.training_utils import machine
 from .batches import GeneratorState, training_batches
@@ -201,10 +201,7 @@ def write_card(args, losses: dict[str, float], seconds: float, validation: list[
 def main(argv=None):
     args = parse_args(argv)
     token = check_hub_push(args.hub_token) if args.push_to_hub else None
-    # Several processes on a machine without any accelerator: data-parallel on the CPU (gloo), which
-    # Accelerate only sets up when asked for the CPU explicitly.
-    cpu_only = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
-    accelerator = Accelerator(cpu=cpu_only, gradient_accumulation_steps=args.gradient_accumulation_steps,
+    accelerator = Accelerator(cpu=cpu_process_group_needed(), gradient_accumulation_steps=args.gradient_accumulation_steps,
                               mixed_precision=args.mixed_precision, log_with=args.report_to,
                               project_config=ProjectConfiguration(project_dir=args.output_dir))
     set_seed(args.seed)
