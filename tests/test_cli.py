@@ -1,11 +1,19 @@
-"""The README's main job: `diffusers-uip2p reconstruct` on the bundled sample with the built-in tiny model."""
+"""The command line: every subcommand's help, smoke runs on the shipped samples, and bad input handled
+with a one-line message and exit status 2 (never a traceback)."""
 
 import json
+import subprocess
+import sys
 
+import numpy as np
 import PIL.Image
+import pytest
 import torch
 
-from diffusers_uip2p.cli import main
+from diffusers_uip2p.cli import build_parser, main
+from diffusers_uip2p.cli.images import resolve_image
+
+SUBCOMMANDS = ("edit", "auto-edit", "reconstruct", "train", "evaluate", "convert")
 
 
 def test_reconstruct_writes_picture_and_report(tmp_path, capsys):
@@ -16,8 +24,8 @@ def test_reconstruct_writes_picture_and_report(tmp_path, capsys):
     assert report["ddim"]["latent_relative_error"] > 1e-3
     assert report["dsi"]["unet_calls"] == 2 * 5 - 2 + 2 * 5 - 3
     assert report["ddim"]["unet_calls"] == 2 * (2 * 5 - 2)
-    picture = PIL.Image.open(tmp_path / "reconstruction.png")
-    assert picture.size == (4 * 64, 64)  # input | VAE round trip | DSI | DDIM
+    assert PIL.Image.open(tmp_path / "reconstruction-grid.png").size == (4 * 64, 64)  # input | VAE | DSI | DDIM
+    assert PIL.Image.open(tmp_path / "reconstruction.png").size == (64, 64)
     assert "DSI" in capsys.readouterr().out
 
 
@@ -35,3 +43,133 @@ def test_convert_widens_a_text_to_image_folder(tmp_path):
     assert pipe.unet.config.in_channels == 8
     assert torch.equal(pipe.unet.conv_in.weight[:, 4:], torch.zeros_like(pipe.unet.conv_in.weight[:, 4:]))
     assert torch.equal(pipe.unet.conv_in.weight[:, :4], components["unet"].conv_in.weight)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command):
+    result = subprocess.run([sys.executable, "-m", "diffusers_uip2p", command, "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(command in out for command in SUBCOMMANDS)
+
+
+def test_auto_edit_on_a_sample_prints_the_choice(tmp_path, capsys):
+    target = ("a large yellow square in the center and a large black hexagon on the right on a striped gray "
+              "background")
+    assert main(["auto-edit", "striped", target, "--steps", "5", "--output", str(tmp_path), "--scale", "1"]) == 0
+    report = json.loads((tmp_path / "auto-edit.json").read_text())
+    assert report["edit_task"] == "object_replacement" and report["edit_method"] == "p2p"
+    assert report["source_prompt"].startswith("a large yellow hexagon")  # the sample's own caption
+    assert PIL.Image.open(tmp_path / "auto-edit-grid.png").size == (2 * 64, 64)
+    out = capsys.readouterr().out
+    assert "edit_method: p2p" in out and "edit_task: object_replacement" in out
+
+
+@pytest.fixture(scope="module")
+def tiny_uip2p_folder(tmp_path_factory):
+    """A tiny UIP2P folder (random weights) for the edit command's plumbing, independent of shipped models."""
+    from diffusers_uip2p import UIP2PPipeline
+    from diffusers_uip2p.testing import tiny_instruct_pix2pix_components
+
+    folder = tmp_path_factory.mktemp("uip2p")
+    UIP2PPipeline(**tiny_instruct_pix2pix_components(), safety_checker=None, feature_extractor=None,
+                  requires_safety_checker=False).save_pretrained(folder)
+    return folder
+
+
+def test_edit_with_reverse_and_candidates_ranks_them(tiny_uip2p_folder, tmp_path, capsys):
+    assert main(["edit", "three-objects", "make the red triangle blue", "--reverse", "make the blue triangle red",
+                 "--candidates", "2", "--steps", "3", "--model", str(tiny_uip2p_folder), "--output", str(tmp_path),
+                 "--scale", "1"]) == 0
+    report = json.loads((tmp_path / "edit.json").read_text())
+    assert len(report["reversibility"]) == 2 and report["reversibility"][0] >= report["reversibility"][1]
+    assert report["chosen_seed"] == report["seeds"][0]
+    grid = PIL.Image.open(tmp_path / "edit-grid.png")
+    assert grid.width == 3 * grid.height  # input | edit | reverse edit
+    assert "reversibility" in capsys.readouterr().out
+
+
+def test_train_defaults_to_the_shapes_world(tmp_path):
+    from diffusers_uip2p.cli import _with_shapes_defaults
+    from diffusers_uip2p.shapes.pretrained import shapes_model_path
+
+    argv = _with_shapes_defaults(["--output_dir", str(tmp_path), "--max_train_steps", "1"])
+    assert argv[argv.index("--pretrained_model_name_or_path") + 1] == str(shapes_model_path("pipeline"))
+    assert argv[argv.index("--clip_model_name_or_path") + 1] == str(shapes_model_path("clip"))
+    data = argv[argv.index("--train_data") + 1]
+    assert sum(1 for _ in open(f"{data}/records.jsonl")) == 2000
+    given = ["--pretrained_model_name_or_path", "my-model", "--train_data", "d", "--output_dir", "o"]
+    assert _with_shapes_defaults(given) == given
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def _fails_cleanly(argv, capsys, *expected):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def bad_images(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("bad-images")
+    (tmp_path / "notes.png").write_text("this is text, not a PNG")
+    (tmp_path / "folder").mkdir()
+    PIL.Image.new("RGB", (10000, 10000)).save(tmp_path / "huge.png")  # ~150 kB: PNG compresses flat colour
+    truncated = tmp_path / "truncated.png"
+    PIL.Image.fromarray(np.random.RandomState(0).randint(0, 256, (64, 64, 3), np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", [["reconstruct"], ["auto-edit"], ["edit"]])
+@pytest.mark.parametrize("name, expected", [
+    ("missing.png", "no such file"), ("folder", "is a directory"), ("notes.png", "not an image"),
+    ("huge.png", "10000×10000"), ("truncated.png", "could not be decoded"),
+])
+def test_bad_images_get_a_clear_message(command, name, expected, bad_images, capsys):
+    text = [] if command == ["reconstruct"] else ["make the red circle blue"]
+    _fails_cleanly(command + [str(bad_images / name), *text, "--output", str(bad_images / "out")], capsys,
+                   "IMAGE", expected)
+    assert not (bad_images / "out").exists()  # nothing written
+
+
+def test_missing_image_lists_the_shipped_samples(capsys):
+    _fails_cleanly(["reconstruct", "no-such-scene"], capsys, "three-objects", "striped")
+
+
+def test_words_outside_the_shapes_vocabulary_name_it(capsys, tmp_path):
+    err = _fails_cleanly(["edit", "three-objects", "make the triangle magenta", "--output", str(tmp_path)], capsys,
+                         "magenta", "colours: black, blue")
+    assert "instruction" in err
+    _fails_cleanly(["auto-edit", "striped", "a large yellow dodecagon on a gray background", "--output",
+                    str(tmp_path)], capsys, "dodecagon", "shapes: circle, hexagon, square, triangle")
+
+
+def test_another_model_is_not_held_to_the_shapes_vocabulary(tiny_uip2p_folder, tmp_path):
+    assert main(["edit", "three-objects", "make it look like Van Gogh", "--steps", "2", "--model",
+                 str(tiny_uip2p_folder), "--output", str(tmp_path)]) == 0
+
+
+def test_a_non_sample_image_needs_its_caption(tmp_path, capsys):
+    PIL.Image.new("RGB", (64, 64), "red").save(tmp_path / "red.png")
+    _fails_cleanly(["reconstruct", str(tmp_path / "red.png")], capsys, "--prompt is required")
+
+
+def test_resolve_image_prefers_an_existing_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    PIL.Image.new("RGB", (8, 8)).save(tmp_path / "striped.png")
+    assert resolve_image("striped.png").resolve() == (tmp_path / "striped.png").resolve()
+    assert resolve_image("striped").parent.name == "scenes"

@@ -102,3 +102,13 @@ def test_bad_words_get_clear_errors(call, match):
     scene = Scene((ShapeObject("circle", "red", "small", 0, 0), ShapeObject("square", "blue", "large", 1, 1)))
     with pytest.raises(ValueError, match=match):
         call(scene)
+
+
+def test_vocabulary_is_exactly_the_words_the_world_writes():
+    from diffusers_uip2p.shapes.language import check_vocabulary, vocabulary
+    from diffusers_uip2p.shapes.tokenizer import world_words
+
+    assert vocabulary() == {word for word in world_words(num_scenes=400) if word.isalpha()}
+    assert check_vocabulary("Tilt the red square, nothing else", "instruction") == "Tilt the red square, nothing else"
+    with pytest.raises(ValueError, match="instruction has words the Shapes world does not know: cyan, rhombus"):
+        check_vocabulary("turn the cyan circle into a rhombus", "instruction")

@@ -6,6 +6,7 @@ vocabulary raise a `ValueError` that lists the vocabulary.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import replace
 
@@ -155,3 +156,32 @@ def _apply(scene: Scene, kind: str, words: dict) -> Scene:
     if kind == "resize":
         return scene.with_object(obj, replace(obj, size=check_word("size", words["size"], SIZES)))
     return scene.with_object(obj, None)  # remove
+
+
+# --- vocabulary ----------------------------------------------------------------------------------------
+
+_WORDS = re.compile(r"[a-z]+")
+
+
+@functools.lru_cache(maxsize=1)
+def vocabulary() -> frozenset[str]:
+    """Every word a Shapes caption or instruction can use, read off the tables that write them."""
+    texts = [*COLOURS, *BACKGROUNDS, *SHAPES, *SIZES, *PATTERNS, *TURNED_WORD.values(), *STYLE_PHRASES.values(),
+             *STYLE_TARGET.values(), *DIRECTION_PHRASE.values(), *_PLACES, "turn upside down tilt straighten",
+             *(re.sub(r"\{\w+\}", "", t) for ts in TEMPLATES.values() for t in ts), "a an and on background"]
+    return frozenset(word for text in texts for word in _WORDS.findall(text.lower()) )
+
+
+def check_vocabulary(text: str, argument: str) -> str:
+    """``text`` unchanged if every word is one the Shapes world knows; otherwise a ValueError that names
+    ``argument``, the unknown words and the vocabulary (the shipped Shapes models know no other word)."""
+    unknown = sorted({word for word in _WORDS.findall(text.lower()) if word not in vocabulary()})
+    if unknown:
+        groups = {"colours": COLOURS, "background colours": BACKGROUNDS, "shapes": SHAPES, "sizes": SIZES,
+                  "patterns": PATTERNS}
+        listed = "; ".join(f"{name}: {', '.join(sorted(words))}" for name, words in groups.items())
+        named = set().union(*map(set, groups.values()))
+        other = ", ".join(sorted(vocabulary() - named))
+        raise ValueError(f"{argument} has words the Shapes world does not know: {', '.join(unknown)}. The Shapes "
+                         f"models know only its vocabulary ({listed}; other words: {other}).")
+    return text

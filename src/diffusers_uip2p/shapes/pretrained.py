@@ -2,6 +2,8 @@
 
     pipe = load_shapes_pipeline()                              # AutoEditPipeline
     sd = load_shapes_pipeline(StableDiffusionPipeline)         # the same folder as a plain SD pipeline
+    editor = load_shapes_editor()                              # UIP2PPipeline trained with ERC only
+    baseline = load_shapes_editor("ip2p")                      # InstructPix2Pix trained on the true edits
     clip, tokenizer, processor = load_shapes_clip()
 """
 
@@ -10,11 +12,13 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-MODEL_NAMES = ("pipeline", "clip")
+MODEL_NAMES = ("pipeline", "clip", "uip2p", "ip2p")
+EDITOR_NAMES = ("uip2p", "ip2p")
 
 
 def shapes_model_path(name: str) -> Path:
-    """Folder of a shipped model: ``pipeline`` (text-to-image, with VAE, text encoder and tokenizer) or ``clip``."""
+    """Folder of a shipped model: ``pipeline`` (text-to-image, with VAE, text encoder and tokenizer), ``clip``,
+    ``uip2p`` (instruction editing trained with ERC only) or ``ip2p`` (the supervised InstructPix2Pix baseline)."""
     if name not in MODEL_NAMES:
         raise ValueError(f"name must be one of {', '.join(MODEL_NAMES)}, got {name!r}.")
     path = Path(str(resources.files("diffusers_uip2p.shapes") / "models" / name))
@@ -31,6 +35,18 @@ def load_shapes_pipeline(pipeline_class=None, **kwargs):
     kwargs.setdefault("safety_checker", None)
     kwargs.setdefault("feature_extractor", None)
     return pipeline_class.from_pretrained(shapes_model_path("pipeline"), **kwargs)
+
+
+def load_shapes_editor(name: str = "uip2p", **kwargs):
+    """A shipped instruction-editing model, ``uip2p`` or ``ip2p``, as a `UIP2PPipeline` (both are
+    InstructPix2Pix-architecture folders; only their training differs)."""
+    if name not in EDITOR_NAMES:
+        raise ValueError(f"name must be one of {', '.join(EDITOR_NAMES)}, got {name!r}.")
+    from ..pipelines import UIP2PPipeline
+
+    kwargs.setdefault("safety_checker", None)
+    kwargs.setdefault("feature_extractor", None)
+    return UIP2PPipeline.from_pretrained(shapes_model_path(name), **kwargs)
 
 
 def load_shapes_clip():

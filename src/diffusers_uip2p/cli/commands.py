@@ -1,0 +1,165 @@
+"""What each ``diffusers-uip2p`` subcommand does, given its parsed arguments; each returns a JSON-ready
+report that the CLI prints and also writes next to the pictures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import PIL.Image
+import torch
+
+from ..evaluation import ddim_round_trip, ddim_steps_for_same_budget, psnr, relative_error
+from .images import fit_to_model, open_image, sample_captions, side_by_side, tensor_to_pil
+
+SHIPPED = "shipped Shapes {}"
+
+
+def _vocabulary_check(args: argparse.Namespace, **texts: str | None) -> None:
+    """The shipped Shapes models know only the Shapes world's words: say so before running them."""
+    if args.model is None:
+        from ..shapes.language import check_vocabulary
+
+        for argument, text in texts.items():
+            if text is not None:
+                check_vocabulary(text, argument)
+
+
+def _source_caption(path: Path, given: str | None, argument: str) -> str:
+    """``given``, else the caption of a shipped sample scene, else a clear error."""
+    if given is not None:
+        return given
+    caption = sample_captions().get(path.name) if path.parent.name == "scenes" else None
+    if caption is None:
+        raise ValueError(f"{argument} is required for {str(path)!r}: the caption the image is inverted with "
+                         "(it is known only for the shipped sample scenes).")
+    return caption
+
+
+def _write(output: str, name: str, image: PIL.Image.Image, grid: PIL.Image.Image, report: dict) -> dict:
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    image.save(folder / f"{name}.png")
+    grid.save(folder / f"{name}-grid.png")
+    report["files"] = [str(folder / f"{name}.png"), str(folder / f"{name}-grid.png"), str(folder / f"{name}.json")]
+    (folder / f"{name}.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _auto_edit_pipeline(model: str | None):
+    from ..pipelines import AutoEditPipeline
+
+    if model is None:
+        from ..shapes.pretrained import load_shapes_pipeline
+
+        return load_shapes_pipeline()
+    return AutoEditPipeline.from_pretrained(model, safety_checker=None, feature_extractor=None)
+
+
+def edit(args: argparse.Namespace) -> dict:
+    """Instruction editing with UIP2PPipeline; with --reverse, also the reverse edit and its reversibility
+    score; with --candidates k, k seeds ranked by that score."""
+    from ..pipelines import UIP2PPipeline
+
+    _vocabulary_check(args, instruction=args.instruction, **{"--reverse": args.reverse})
+    image, path = open_image(args.image)
+    if args.model is None:
+        from ..shapes.pretrained import load_shapes_editor
+
+        pipe = load_shapes_editor("uip2p")
+    else:
+        pipe = UIP2PPipeline.from_pretrained(args.model, safety_checker=None, feature_extractor=None)
+    pipe.set_progress_bar_config(desc="edit", leave=False)
+    image = fit_to_model(image, pipe, args.size)
+    checked = args.reverse is not None
+    out = pipe(args.instruction, image=image, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
+               image_guidance_scale=args.image_guidance_scale,
+               **({"reverse_instruction": args.reverse, "num_candidates": args.candidates, "seed": args.seed}
+                  if checked else {"generator": torch.Generator().manual_seed(args.seed)}))
+    edited = out.images[0]
+    report = {"command": "edit", "image": str(path), "instruction": args.instruction, "reverse": args.reverse,
+              "model": args.model or SHIPPED.format("UIP2P (ERC-trained)"), "size": list(image.size),
+              "num_inference_steps": args.steps, "guidance_scale": args.guidance_scale,
+              "image_guidance_scale": args.image_guidance_scale, "seed": args.seed}
+    pictures = [image, edited]
+    if checked:
+        report |= {"candidates": args.candidates, "chosen_seed": out.seeds[0],
+                   "reversibility": out.reversibility[:args.candidates], "seeds": out.seeds[:args.candidates]}
+        pictures.append(out.reconstructions[0])
+    return _write(args.output, "edit", edited, side_by_side(pictures, args.scale), report)
+
+
+def auto_edit(args: argparse.Namespace) -> dict:
+    """Dual-Schedule Inversion with the source prompt, then an edit towards the target prompt by the chosen
+    (or, with --method auto, the classifier's) method."""
+    _vocabulary_check(args, **{"target prompt": args.target_prompt, "--source-prompt": args.source_prompt})
+    image, path = open_image(args.image)
+    source = args.source_prompt
+    if args.model is None:  # the shipped pipeline has no captioner: fail before loading it
+        source = _source_caption(path, source, "--source-prompt")
+    pipe = _auto_edit_pipeline(args.model)
+    pipe.set_progress_bar_config(desc="auto-edit", leave=False)
+    image = fit_to_model(image, pipe, args.size)
+    if getattr(pipe, "captioner", None) is None:
+        source = _source_caption(path, source, "--source-prompt")
+    out = pipe(args.target_prompt, image=image, source_prompt=source, edit_method=args.method,
+               num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
+    report = {"command": "auto-edit", "image": str(path), "source_prompt": out.source_prompt or source,
+              "target_prompt": args.target_prompt, "model": args.model or SHIPPED.format("text-to-image pipeline"),
+              "size": list(image.size), "method_asked": args.method, "edit_method": out.edit_method,
+              "edit_task": out.edit_task, "edit_parameters": out.edit_parameters,
+              "num_inference_steps": args.steps, "guidance_scale": args.guidance_scale}
+    edited = out.images[0]
+    return _write(args.output, "auto-edit", edited, side_by_side([image, edited], args.scale), report)
+
+
+def reconstruct(args: argparse.Namespace) -> dict:
+    """Exact inversion and reconstruction, against DDIM inversion at the same number of UNet calls."""
+    _vocabulary_check(args, **{"--prompt": args.prompt})
+    image, path = open_image(args.image)
+    prompt = _source_caption(path, args.prompt, "--prompt")
+    pipe = _auto_edit_pipeline(args.model)
+    pipe.set_progress_bar_config(desc="DSI", leave=False)
+    image = fit_to_model(image, pipe, args.size)
+
+    unet_calls = []
+    hook = pipe.unet.register_forward_pre_hook(lambda *_: unet_calls.append(1))
+    inversion = pipe.invert(image, prompt, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
+                            output_type="pt")
+    dsi = pipe(prompt, inversion=inversion, output_type="pt")
+    hook.remove()
+
+    model_fn = pipe.guided_model_fn(prompt, args.guidance_scale)
+    with torch.no_grad():
+        ddim_latents, ddim_calls = ddim_round_trip(pipe.scheduler.config, inversion.latents, model_fn,
+                                                   ddim_steps_for_same_budget(args.steps))
+    ddim_images = pipe.decode_latents_to_images(ddim_latents, "pt")
+    original = pipe.image_processor.postprocess(pipe.preprocess_images(image), output_type="pt")
+    ceiling = inversion.vae_reconstruction
+    report = {
+        "command": "reconstruct", "image": str(path), "prompt": prompt,
+        "model": args.model or SHIPPED.format("text-to-image pipeline"),
+        "num_inference_steps": args.steps, "guidance_scale": args.guidance_scale,
+        "dsi": {"unet_calls": len(unet_calls), "latent_relative_error": relative_error(dsi.latents, inversion.latents),
+                "psnr_vs_vae_round_trip_db": psnr(dsi.images, ceiling)},
+        "ddim": {"unet_calls": ddim_calls, "latent_relative_error": relative_error(ddim_latents, inversion.latents),
+                 "psnr_vs_vae_round_trip_db": psnr(ddim_images, ceiling)},
+        "vae_round_trip_psnr_vs_input_db": psnr(ceiling, original),
+    }
+    columns = [tensor_to_pil(x[0]) for x in (original, ceiling, dsi.images, ddim_images)]
+    return _write(args.output, "reconstruction", columns[2], side_by_side(columns, args.scale), report)
+
+
+def convert(args: argparse.Namespace) -> dict:
+    """Widen a text-to-image folder's UNet to InstructPix2Pix/UIP2P's 8 input channels (new channels zero)."""
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    from ..pipelines import UIP2PPipeline, convert_pipeline_folder
+
+    pipeline_class = UIP2PPipeline if args.record_uip2p else StableDiffusionInstructPix2PixPipeline
+    pipe = convert_pipeline_folder(args.model, args.output, pipeline_class=pipeline_class,
+                                   euler_ancestral=not args.keep_scheduler)
+    return {"command": "convert", "model": args.model, "output": str(Path(args.output)),
+            "pipeline_class": pipeline_class.__name__, "unet_in_channels": pipe.unet.config.in_channels,
+            "scheduler": type(pipe.scheduler).__name__}
