@@ -36,7 +36,7 @@ SHAPES_TRAIN_RECORDS = 2000
 
 
 def _common(sub: argparse.ArgumentParser, output: str, model_help: str, steps: int, guidance: float) -> None:
-    sub.add_argument("--model", help=f"local diffusers folder or Hub id (default: {model_help})")
+    sub.add_argument("--model", help=f"local diffusers folder, Hub id or shapes:NAME (default: {model_help})")
     sub.add_argument("--output", default=output, help=f"folder for the image, grid and report (default {output})")
     sub.add_argument("--steps", type=int, default=steps, help=f"inference steps (default {steps})")
     sub.add_argument("--guidance-scale", type=float, default=guidance, help=f"text guidance (default {guidance})")

@@ -11,14 +11,15 @@ import PIL.Image
 import torch
 
 from ..evaluation import ddim_round_trip, ddim_steps_for_same_budget, psnr, relative_error
-from .images import fit_to_model, open_image, sample_captions, side_by_side, tensor_to_pil
+from ..shapes.pretrained import resolve_model
+from .images import fit_to_model, open_image, sample_captions, sample_folder, side_by_side, tensor_to_pil
 
 SHIPPED = "shipped Shapes {}"
 
 
 def _vocabulary_check(args: argparse.Namespace, **texts: str | None) -> None:
     """The shipped Shapes models know only the Shapes world's words: say so before running them."""
-    if args.model is None:
+    if args.model is None or args.model.startswith("shapes:"):
         from ..shapes.language import check_vocabulary
 
         for argument, text in texts.items():
@@ -30,11 +31,30 @@ def _source_caption(path: Path, given: str | None, argument: str) -> str:
     """``given``, else the caption of a shipped sample scene, else a clear error."""
     if given is not None:
         return given
-    caption = sample_captions().get(path.name) if path.parent.name == "scenes" else None
+    caption = sample_captions().get(path.name) if path.resolve().parent == sample_folder().resolve() else None
     if caption is None:
         raise ValueError(f"{argument} is required for {str(path)!r}: the caption the image is inverted with "
                          "(it is known only for the shipped sample scenes).")
     return caption
+
+
+def _shapes_verdict(path: Path, edited: PIL.Image.Image, instruction: str | None = None,
+                    target_prompt: str | None = None) -> dict | None:
+    """The Shapes evaluator's verdict on an edit of a shipped sample scene (whose true caption is known):
+    by the instruction's true result, or (auto-edit) by whether the output shows the target caption."""
+    from ..shapes.evaluator import judge_caption, judge_edit
+
+    caption = sample_captions().get(path.name) if path.resolve().parent == sample_folder().resolve() else None
+    if caption is None:
+        return None
+    try:
+        if instruction is not None:
+            judged = judge_edit(caption, instruction, edited)
+            return {"success": judged.success, "edit_applied": judged.edit_applied, "preserved": judged.preserved}
+        judged = judge_caption(target_prompt, edited)
+        return {"objects_correct": judged.objects_correct, "exact": judged.exact}
+    except ValueError as error:  # a phrasing the world's templates do not cover
+        return {"not_judged": str(error)}
 
 
 def _write(output: str, name: str, image: PIL.Image.Image, grid: PIL.Image.Image, report: dict) -> dict:
@@ -54,7 +74,7 @@ def _auto_edit_pipeline(model: str | None):
         from ..shapes.pretrained import load_shapes_pipeline
 
         return load_shapes_pipeline()
-    return AutoEditPipeline.from_pretrained(model, safety_checker=None, feature_extractor=None)
+    return AutoEditPipeline.from_pretrained(resolve_model(model), safety_checker=None, feature_extractor=None)
 
 
 def edit(args: argparse.Namespace) -> dict:
@@ -69,7 +89,7 @@ def edit(args: argparse.Namespace) -> dict:
 
         pipe = load_shapes_editor("uip2p")
     else:
-        pipe = UIP2PPipeline.from_pretrained(args.model, safety_checker=None, feature_extractor=None)
+        pipe = UIP2PPipeline.from_pretrained(resolve_model(args.model), safety_checker=None, feature_extractor=None)
     pipe.set_progress_bar_config(desc="edit", leave=False)
     image = fit_to_model(image, pipe, args.size)
     checked = args.reverse is not None
@@ -87,6 +107,7 @@ def edit(args: argparse.Namespace) -> dict:
         report |= {"candidates": args.candidates, "chosen_seed": out.seeds[0],
                    "reversibility": out.reversibility[:args.candidates], "seeds": out.seeds[:args.candidates]}
         pictures.append(out.reconstructions[0])
+    report["shapes_evaluator"] = _shapes_verdict(path, edited, instruction=args.instruction)
     return _write(args.output, "edit", edited, side_by_side(pictures, args.scale), report)
 
 
@@ -111,6 +132,7 @@ def auto_edit(args: argparse.Namespace) -> dict:
               "edit_task": out.edit_task, "edit_parameters": out.edit_parameters,
               "num_inference_steps": args.steps, "guidance_scale": args.guidance_scale}
     edited = out.images[0]
+    report["shapes_evaluator"] = _shapes_verdict(path, edited, target_prompt=args.target_prompt)
     return _write(args.output, "auto-edit", edited, side_by_side([image, edited], args.scale), report)
 
 

@@ -5,6 +5,7 @@
     python -m diffusers_uip2p.evaluation magicbrush --data MagicBrush --multi-turn --model MODEL --output runs/mb
     python -m diffusers_uip2p.evaluation reconstruction --data PIE-Bench_v1 --model SD15 --output runs/rec
     python -m diffusers_uip2p.evaluation shapes --output runs/shapes   # the shipped Shapes pipeline
+    python -m diffusers_uip2p.evaluation shapes --model shapes:uip2p --output runs/shapes-uip2p
 
 MODEL is a local pipeline folder or a Hub id, loaded with ``from_pretrained``: UIP2P and InstructPix2Pix
 checkpoints edit by instruction, text-to-image checkpoints (as AutoEditPipeline) by DSI inversion and the
@@ -50,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--data", required=needs_data,
                          help="the benchmark's local folder" + ("" if needs_data else "; for Shapes, a split name "
                                                                 "(default: test)"))
-        sub.add_argument("--model", required=needs_data, help="pipeline folder or Hub id"
-                         + ("" if needs_data else " (default: the shipped Shapes pipeline)"))
+        sub.add_argument("--model", required=needs_data, help="pipeline folder, Hub id, or a shipped Shapes model "
+                         "(shapes:pipeline, shapes:uip2p, shapes:ip2p)"
+                         + ("" if needs_data else "; default: the shipped Shapes pipeline"))
         sub.add_argument("--output", required=True, help="run folder: results, per-item records; rerun to resume")
         sub.add_argument("--pipeline", choices=PIPELINE_KINDS, help="how to load --model (default: its "
                          "model_index.json's class; text-to-image checkpoints load as auto-edit)")
@@ -145,7 +147,9 @@ def _pipeline(args: argparse.Namespace, device: torch.device):
         from ..shapes.pretrained import load_shapes_pipeline
 
         return load_shapes_pipeline(dtype=dtype).to(device), SHAPES_PIPELINE
-    return load_pipeline(args.model, args.pipeline, dtype).to(device), args.model
+    from ..shapes.pretrained import resolve_model
+
+    return load_pipeline(resolve_model(args.model), args.pipeline, dtype).to(device), args.model
 
 
 def prepare(args: argparse.Namespace, state) -> Callable[[], dict | None]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 MODEL_NAMES = ("pipeline", "clip", "uip2p", "ip2p")
 EDITOR_NAMES = ("uip2p", "ip2p")
+SHIPPED_PREFIX = "shapes:"  # command lines name a shipped model as shapes:NAME
 
 
 def shapes_model_path(name: str) -> Path:
@@ -26,6 +27,13 @@ def shapes_model_path(name: str) -> Path:
         raise FileNotFoundError(f"The shipped Shapes model {name!r} is missing from {path}; reinstall the package "
                                 "or train it (see the README's Shapes section).")
     return path
+
+
+def resolve_model(model: str) -> str:
+    """``"shapes:NAME"`` (e.g. ``shapes:ip2p``) → that shipped model's folder; any other id unchanged."""
+    if model.startswith(SHIPPED_PREFIX):
+        return str(shapes_model_path(model[len(SHIPPED_PREFIX):]))
+    return model
 
 
 def load_shapes_pipeline(pipeline_class=None, **kwargs):

@@ -1,0 +1,238 @@
+"""The papers' tables on the Shapes world, reproducible on a laptop CPU with the shipped models.
+
+Sections (each writes its runs under ``--runs``; rerunning resumes, and ``--sections`` picks some):
+
+* ``reconstruction``: DSI Table 2. PSNR/SSIM of DDIM inversion (2N − 2 steps), Dual-Schedule Inversion
+  (N steps, the same UNet calls) and the VAE round trip (the ceiling), on test scenes and their captions.
+* ``editing``: DSI Tables 3 and 5. Each editing method on DDIM inversion and on DSI, and ``auto`` (the task
+  classifier's choice), per category (`benchmarks/shapes_editing.py`).
+* ``uip2p``: UIP2P Table 3 and its loss ablation. The untrained base (the text-to-image UNet widened to
+  8 channels), supervised InstructPix2Pix, UIP2P trained with ERC only, and the ablation steps given with
+  ``--ablation``, all editing the same test edits with the same seed. Scored by the Shapes evaluator and
+  the Shapes CLIP (CLIP-I, CLIP-T, CLIP_dir), per edit category.
+* Elo (part of ``uip2p``): every pair of those models on every test edit, judged by the Shapes evaluator:
+  a success beats a failure; between two successes or two failures, the output with more of (the asked
+  change, the rest preserved) right wins; otherwise a draw. Ratings with 95 % intervals over 1000 orders.
+* A figure (part of ``uip2p``): one test edit per category, input | true edit | each model's output.
+
+The Markdown goes into ``benchmarks/RESULTS.md`` and the README between ``<!-- shapes-tables -->`` markers.
+
+    .venv/bin/python benchmarks/shapes_tables.py --threads 1 \\
+        --ablation "L_CLIP + L_recon=work/ablation-clip-recon" "+ L_sim=work/ablation-clip-recon-sim"
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import PIL.Image
+import PIL.ImageDraw
+import torch
+
+from diffusers_uip2p.evaluation import ShapesBenchmark, run_reconstruction, run_shapes
+from diffusers_uip2p.evaluation.editors import InstructionEditor
+from diffusers_uip2p.evaluation.elo import elo_confidence, leaderboard_markdown, plot_elo
+from diffusers_uip2p.evaluation.metrics import Metrics
+from diffusers_uip2p.shapes import CATEGORIES, render
+from diffusers_uip2p.shapes.dataset import split_edits
+from diffusers_uip2p.shapes.pretrained import load_shapes_clip, load_shapes_pipeline, shapes_model_path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import shapes_editing  # noqa: E402
+
+SECTIONS = ("reconstruction", "editing", "uip2p")
+SHIPPED_EDITORS = {"Base (T2I UNet widened, untrained)": None, "InstructPix2Pix (supervised)": "ip2p",
+                   "UIP2P (ERC only)": "uip2p"}
+CLIP_METRICS = ["clip_i", "clip_t", "clip_dir"]
+MARKERS = ("<!-- shapes-tables:start -->", "<!-- shapes-tables:end -->")
+
+
+def reconstruction_section(args) -> str:
+    pipe = load_shapes_pipeline()
+    result = run_reconstruction(ShapesBenchmark("test", args.num_reconstruction), pipe, Path(args.runs) / "reconstruction",
+                                model_id="shipped Shapes pipeline", num_inference_steps=args.dsi_steps,
+                                guidance_scales=(1.0, 7.5), command=args.command)
+    return (f"### DSI Table 2: reconstruction ({result['items']} test scenes, N = {args.dsi_steps}, "
+            f"guidance 1 and 7.5)\n\n{result['table']}")
+
+
+def editing_section(args) -> str:
+    output = Path(args.runs) / "editing.json"
+    if not output.is_file():
+        shapes_editing.main(["--num-edits", str(args.num_dsi_edits), "--steps", "25", "--output", str(output),
+                             "--picture", str(ROOT / "docs" / "images" / "shapes-editing.png"),
+                             "--attention-picture", str(ROOT / "docs" / "images" / "shapes-attention.png")])
+    result = json.loads(output.read_text())
+    return (f"### DSI Tables 3 and 5: editing methods on DDIM inversion vs DSI, and `auto` "
+            f"({result['num_edits']} test edits, {result['steps']} DSI steps, DDIM {result['ddim_steps']}, "
+            f"guidance {result['guidance_scale']:g})\n\n{shapes_editing.markdown(result['summary'])}\n\n"
+            f"`auto` routed by the {result['router']}: the task was right for {result['routing_accuracy']:.2f} of "
+            f"the edits. ![methods on DSI and DDIM](../docs/images/shapes-editing.png)")
+
+
+def _editor_folders(args, scratch: Path) -> dict[str, Path]:
+    """Label → UIP2P-format folder; the base is converted from the shipped text-to-image pipeline."""
+    from diffusers_uip2p.pipelines import UIP2PPipeline, convert_pipeline_folder
+
+    folders = {}
+    for label, name in SHIPPED_EDITORS.items():
+        if name is None:
+            folders[label] = scratch / "base"
+            convert_pipeline_folder(shapes_model_path("pipeline"), folders[label], pipeline_class=UIP2PPipeline)
+        else:
+            folders[label] = shapes_model_path(name)
+    for entry in args.ablation:
+        label, folder = entry.split("=", 1)
+        folders[f"ablation: {label}"] = Path(folder)
+    return folders
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def _rows(folder: Path) -> dict[str, dict]:
+    """key → the evaluator's row, from a finished run folder."""
+    rows = {}
+    for shard in folder.glob("items-rank*.jsonl"):
+        for line in shard.read_text().splitlines():
+            record = json.loads(line)
+            rows[record["key"]] = record["rows"][0]
+    return rows
+
+
+def judged_winner(a: dict, b: dict) -> str:
+    """"a", "b" or "draw" by the Shapes evaluator (see the module docstring)."""
+    score_a, score_b = (a["success"], a["edit_applied"] + a["preserved"]), (b["success"], b["edit_applied"] + b["preserved"])
+    return "a" if score_a > score_b else "b" if score_b > score_a else "draw"
+
+
+def uip2p_table(results: dict[str, dict]) -> str:
+    columns = [("success", "Success"), ("edit_applied", "Edit applied"), ("preserved", "Preserved"),
+               ("psnr_outside", "PSNR outside (dB)"), ("clip_i", "CLIP-I"), ("clip_t", "CLIP-T"),
+               ("clip_dir", "CLIP_dir")]
+    lines = ["| model | category | n | " + " | ".join(name for _, name in columns) + " |",
+             "|---|---|---:|" + "---:|" * len(columns)]
+    for category in ["all", *CATEGORIES]:
+        for label, result in results.items():
+            row = result["summary"].get(category)
+            if row is None:
+                continue
+            cells = " | ".join(f"{row[key]:.3f}" if key.startswith("clip") else f"{row[key]:.2f}" for key, _ in columns)
+            lines.append(f"| {label} | {category} | {row['count']} | {cells} |")
+    return "\n".join(lines)
+
+
+def figure(folders: dict[str, Path], edits, keys: list[str], path: Path, scale: int = 2) -> None:
+    """One test edit per category: input | true edit | each model's output."""
+    chosen = {}
+    for key, edit in zip(keys, edits, strict=True):
+        chosen.setdefault(edit.category, (key, edit))
+    size, header = 64 * scale, 28
+    columns = ["input", "true edit", *folders]
+    width = max(size, 150)
+    grid = PIL.Image.new("RGB", (len(columns) * (width + 4), header + len(chosen) * (size + 16)), "white")
+    draw = PIL.ImageDraw.Draw(grid)
+    for c, name in enumerate(columns):
+        for i, part in enumerate((name[:24], name[24:48])):
+            draw.text((c * (width + 4) + 2, 1 + 12 * i), part, fill="black")
+    for r, category in enumerate(CATEGORIES):
+        if category not in chosen:
+            continue
+        key, edit = chosen[category]
+        y = header + r * (size + 16)
+        draw.text((2, y), edit.instruction[:70], fill="black")
+        images = [render(edit.source), render(edit.target)]
+        images += [PIL.Image.open(folder / "images" / f"{key}.png") for folder in folders.values()]
+        for c, image in enumerate(images):
+            grid.paste(image.resize((size, size), PIL.Image.NEAREST), (c * (width + 4), y + 12))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+
+
+def uip2p_section(args) -> str:
+    clip, tokenizer, image_processor = load_shapes_clip()
+    from transformers import CLIPProcessor
+
+    metrics = Metrics(CLIP_METRICS, clip=(clip, CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)),
+                      clip_id="shipped Shapes CLIP")
+    from diffusers_uip2p import UIP2PPipeline
+
+    results, runs = {}, {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for label, folder in _editor_folders(args, Path(scratch)).items():
+            pipe = UIP2PPipeline.from_pretrained(folder, safety_checker=None, feature_extractor=None)
+            editor = InstructionEditor(pipe, model_id=label, seed=0, num_inference_steps=args.edit_steps)
+            runs[label] = Path(args.runs) / "uip2p" / _slug(label)
+            results[label] = run_shapes(editor, runs[label], num_edits=args.num_edits, metrics=metrics,
+                                        save_images=True, command=args.command)
+    rows = {label: _rows(folder) for label, folder in runs.items()}
+    keys = sorted(next(iter(rows.values())))
+    votes = [(a, b, judged_winner(rows[a][key], rows[b][key])) for key in keys
+             for a, b in itertools.combinations(rows, 2)]
+    elo = elo_confidence(votes)
+    plot_elo(elo, ROOT / "docs" / "images" / "shapes-elo.png", title="Shapes world: Elo from evaluator-judged pairs")
+    edits = split_edits("test", args.num_edits)
+    figure(runs, edits, ShapesBenchmark("test", args.num_edits).keys, ROOT / "docs" / "images" / "shapes-uip2p.png")
+    seconds = {label: result["seconds_per_item"] for label, result in results.items()}
+    return (f"### UIP2P Table 3 and the loss ablation ({args.num_edits} test edits, {args.edit_steps} steps, "
+            f"text guidance 7.5, image guidance 1.5, seed 0)\n\n{uip2p_table(results)}\n\n"
+            f"Seconds per edit (CPU, including scoring): "
+            + ", ".join(f"{label} {s:.2f}" for label, s in seconds.items())
+            + "\n\n![one test edit per category](../docs/images/shapes-uip2p.png)\n\n"
+            f"### Elo from evaluator-judged pairs ({len(votes)} comparisons)\n\n{leaderboard_markdown(elo)}\n\n"
+            "![Elo](../docs/images/shapes-elo.png)")
+
+
+def replace_between_markers(path: Path, text: str) -> None:
+    content = path.read_text()
+    block = f"{MARKERS[0]}\n{text}\n{MARKERS[1]}"
+    if MARKERS[0] in content:
+        start, end = content.index(MARKERS[0]), content.index(MARKERS[1]) + len(MARKERS[1])
+        content = content[:start] + block + content[end:]
+    else:
+        content = content.rstrip("\n") + "\n\n## Results on the Shapes world\n\n" + block + "\n"
+    path.write_text(content)
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--num-reconstruction", type=int, default=24)
+    parser.add_argument("--dsi-steps", type=int, default=50)
+    parser.add_argument("--num-dsi-edits", type=int, default=25)
+    parser.add_argument("--num-edits", type=int, default=100, help="test edits of the UIP2P table and Elo")
+    parser.add_argument("--edit-steps", type=int, default=50)
+    parser.add_argument("--ablation", nargs="*", default=[], metavar="LABEL=FOLDER",
+                        help="ablation models (UIP2P folders) to add to the UIP2P table and the Elo")
+    parser.add_argument("--runs", default=str(ROOT / "benchmarks" / "results" / "shapes-tables"))
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-write", action="store_true", help="print the Markdown only")
+    args = parser.parse_args(argv)
+    args.command = " ".join([Path(sys.executable).name, *(sys.argv if argv is None else ["benchmarks/shapes_tables.py",
+                                                                                         *argv])])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    builders = {"reconstruction": reconstruction_section, "editing": editing_section, "uip2p": uip2p_section}
+    parts = {name: f"{builders[name](args)}\n\nProduced by `{args.command}`." for name in args.sections}
+    cache = Path(args.runs) / "sections.json"
+    cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    cached.update(parts)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(cached, indent=2) + "\n")
+    text = "\n\n".join(cached[name] for name in SECTIONS if name in cached)
+    print(text)
+    if not args.no_write:
+        replace_between_markers(ROOT / "benchmarks" / "RESULTS.md", text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
