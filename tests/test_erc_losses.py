@@ -3,6 +3,7 @@
 import math
 
 import pytest
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKLOutput
 import torch
 from diffusers import DDPMScheduler
 
@@ -203,6 +204,25 @@ def test_erc_loss_falls_on_a_tiny_overfit_set():
         losses.append(loss.item())
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
     assert last < 0.85 * first, (first, last)
+
+
+def test_supervised_target_is_the_posterior_mode_whatever_its_width():
+    """A wide VAE posterior must not change the target: the supervised loss reads the mode, like ERC."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    unet, models, batch = tiny_setup()
+    narrow = supervised_step(unet, models, batch, ERCConfig(), torch.Generator().manual_seed(0))
+    encode = models.vae.encode
+
+    def wide_encode(pixels, return_dict=True):
+        dist = encode(pixels).latent_dist
+        mean = dist.mean
+        wide = DiagonalGaussianDistribution(torch.cat([mean, torch.full_like(mean, 4.0)], dim=1))
+        return AutoencoderKLOutput(latent_dist=wide) if return_dict else (wide,)
+
+    models.vae.encode = wide_encode
+    wide = supervised_step(unet, models, batch, ERCConfig(), torch.Generator().manual_seed(0))
+    assert torch.equal(narrow, wide)
 
 
 def test_supervised_step_needs_edited_images_and_gives_a_finite_loss():
