@@ -27,6 +27,7 @@ import argparse
 import itertools
 import json
 import re
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -67,8 +68,8 @@ def editing_section(args) -> str:
     output = Path(args.runs) / "editing.json"
     if not output.is_file():
         shapes_editing.main(["--num-edits", str(args.num_dsi_edits), "--steps", "25", "--output", str(output),
-                             "--picture", str(ROOT / "docs" / "images" / "shapes-editing.png"),
-                             "--attention-picture", str(ROOT / "docs" / "images" / "shapes-attention.png")])
+                             "--picture", str(Path(args.pictures) / "shapes-editing.png"),
+                             "--attention-picture", str(Path(args.pictures) / "shapes-attention.png")])
     result = json.loads(output.read_text())
     return (f"### DSI Tables 3 and 5: editing methods on DDIM inversion vs DSI, and `auto` "
             f"({result['num_edits']} test edits, {result['steps']} DSI steps, DDIM {result['ddim_steps']}, "
@@ -135,18 +136,15 @@ def figure(folders: dict[str, Path], edits, keys: list[str], path: Path, scale: 
     chosen = {}
     for key, edit in zip(keys, edits, strict=True):
         chosen.setdefault(edit.category, (key, edit))
-    size, header = 64 * scale, 28
+    rows = [chosen[category] for category in CATEGORIES if category in chosen]
+    size, header, width = 64 * scale, 28, max(64 * scale, 150)
     columns = ["input", "true edit", *folders]
-    width = max(size, 150)
-    grid = PIL.Image.new("RGB", (len(columns) * (width + 4), header + len(chosen) * (size + 16)), "white")
+    grid = PIL.Image.new("RGB", (len(columns) * (width + 4), header + len(rows) * (size + 16)), "white")
     draw = PIL.ImageDraw.Draw(grid)
     for c, name in enumerate(columns):
         for i, part in enumerate((name[:24], name[24:48])):
             draw.text((c * (width + 4) + 2, 1 + 12 * i), part, fill="black")
-    for r, category in enumerate(CATEGORIES):
-        if category not in chosen:
-            continue
-        key, edit = chosen[category]
+    for r, (key, edit) in enumerate(rows):
         y = header + r * (size + 16)
         draw.text((2, y), edit.instruction[:70], fill="black")
         images = [render(edit.source), render(edit.target)]
@@ -178,9 +176,9 @@ def uip2p_section(args) -> str:
     votes = [(a, b, judged_winner(rows[a][key], rows[b][key])) for key in keys
              for a, b in itertools.combinations(rows, 2)]
     elo = elo_confidence(votes)
-    plot_elo(elo, ROOT / "docs" / "images" / "shapes-elo.png", title="Shapes world: Elo from evaluator-judged pairs")
+    plot_elo(elo, Path(args.pictures) / "shapes-elo.png", title="Shapes world: Elo from evaluator-judged pairs")
     edits = split_edits("test", args.num_edits)
-    figure(runs, edits, ShapesBenchmark("test", args.num_edits).keys, ROOT / "docs" / "images" / "shapes-uip2p.png")
+    figure(runs, edits, ShapesBenchmark("test", args.num_edits).keys, Path(args.pictures) / "shapes-uip2p.png")
     seconds = {label: result["seconds_per_item"] for label, result in results.items()}
     return (f"### UIP2P Table 3 and the loss ablation ({args.num_edits} test edits, {args.edit_steps} steps, "
             f"text guidance 7.5, image guidance 1.5, seed 0)\n\n{uip2p_table(results)}\n\n"
@@ -214,10 +212,12 @@ def main(argv=None) -> str:
                         help="ablation models (UIP2P folders) to add to the UIP2P table and the Elo")
     parser.add_argument("--runs", default=str(ROOT / "benchmarks" / "results" / "shapes-tables"))
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--no-write", action="store_true", help="print the Markdown only")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print the Markdown only (pictures go to --runs instead of docs/images)")
     args = parser.parse_args(argv)
-    args.command = " ".join([Path(sys.executable).name, *(sys.argv if argv is None else ["benchmarks/shapes_tables.py",
-                                                                                         *argv])])
+    args.command = shlex.join([Path(sys.executable).name, *(sys.argv if argv is None else
+                                                            ["benchmarks/shapes_tables.py", *argv])])
+    args.pictures = args.runs if args.no_write else str(ROOT / "docs" / "images")
     if args.threads:
         torch.set_num_threads(args.threads)
     builders = {"reconstruction": reconstruction_section, "editing": editing_section, "uip2p": uip2p_section}

@@ -12,7 +12,7 @@ import torch
 
 from ..evaluation import ddim_round_trip, ddim_steps_for_same_budget, psnr, relative_error
 from ..shapes.pretrained import resolve_model
-from .images import fit_to_model, open_image, sample_captions, sample_folder, side_by_side, tensor_to_pil
+from .images import fit_to_model, open_image, sample_caption, side_by_side, tensor_to_pil
 
 SHIPPED = "shipped Shapes {}"
 
@@ -31,7 +31,7 @@ def _source_caption(path: Path, given: str | None, argument: str) -> str:
     """``given``, else the caption of a shipped sample scene, else a clear error."""
     if given is not None:
         return given
-    caption = sample_captions().get(path.name) if path.resolve().parent == sample_folder().resolve() else None
+    caption = sample_caption(path)
     if caption is None:
         raise ValueError(f"{argument} is required for {str(path)!r}: the caption the image is inverted with "
                          "(it is known only for the shipped sample scenes).")
@@ -44,7 +44,7 @@ def _shapes_verdict(path: Path, edited: PIL.Image.Image, instruction: str | None
     by the instruction's true result, or (auto-edit) by whether the output shows the target caption."""
     from ..shapes.evaluator import judge_caption, judge_edit
 
-    caption = sample_captions().get(path.name) if path.resolve().parent == sample_folder().resolve() else None
+    caption = sample_caption(path)
     if caption is None:
         return None
     try:

@@ -23,6 +23,11 @@ def sample_captions() -> dict[str, str]:
     return json.loads((sample_folder() / "captions.json").read_text())
 
 
+def sample_caption(path: Path) -> str | None:
+    """The exact caption of ``path`` if it is a shipped sample scene."""
+    return sample_captions().get(path.name) if path.resolve().parent == sample_folder().resolve() else None
+
+
 def resolve_image(name: str) -> Path:
     """A path, or the name of a shipped sample scene ("three-objects" or "three-objects.png")."""
     path = Path(name).expanduser()

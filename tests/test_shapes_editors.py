@@ -1,0 +1,85 @@
+"""The shipped Shapes instruction editors load offline, and the command line's ``edit`` and ``auto-edit``
+succeed on a small fixed set of test edits at the rates `benchmarks/shapes_tables.py` reports."""
+
+import json
+import math
+from pathlib import Path
+
+import PIL.Image
+import pytest
+
+from diffusers_uip2p import UIP2PPipeline
+from diffusers_uip2p.cli import main
+from diffusers_uip2p.evaluation import ShapesBenchmark
+from diffusers_uip2p.shapes import render
+from diffusers_uip2p.shapes.dataset import split_edits
+from diffusers_uip2p.shapes.evaluator import judge_edit
+from diffusers_uip2p.shapes.pretrained import EDITOR_NAMES, load_shapes_editor, shapes_model_path
+
+RUNS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "shapes-tables"
+
+
+@pytest.mark.parametrize("name", EDITOR_NAMES)
+def test_shipped_editors_load_offline(name):
+    pipe = load_shapes_editor(name)
+    assert isinstance(pipe, UIP2PPipeline) and pipe.unet.config.in_channels == 8
+    assert all(p.suffix != ".bin" for p in shapes_model_path(name).rglob("*")), "safetensors only"
+    card = (shapes_model_path(name) / "README.md").read_text()
+    assert "training time" in card and "--seed 0" in card
+
+
+def _table_rows(run: str) -> dict[str, dict]:
+    rows = {}
+    for shard in (RUNS / "uip2p" / run).glob("items-rank*.jsonl"):
+        for line in shard.read_text().splitlines():
+            record = json.loads(line)
+            rows[record["key"]] = record["rows"][0]
+    return rows
+
+
+def _within_noise(successes: int, count: int, rate: float) -> bool:
+    """|successes − count·rate| within two binomial standard deviations, plus one for rounding."""
+    return abs(successes - count * rate) <= 2 * math.sqrt(count * rate * (1 - rate)) + 1
+
+
+def _edit_files(tmp_path, edits):
+    paths = []
+    for index, edit in enumerate(edits):
+        paths.append(tmp_path / f"input-{index}.png")
+        render(edit.source).save(paths[-1])
+    return paths
+
+
+@pytest.mark.parametrize("model, run", [(None, "uip2p-erc-only"), ("shapes:ip2p", "instructpix2pix-supervised")])
+def test_cli_edit_succeeds_at_the_tables_rate(model, run, tmp_path):
+    """The same edits, seed and settings as the UIP2P table: each verdict should repeat (the outputs are
+    the same computation; a different thread count may flip a borderline one)."""
+    count = 12
+    edits, keys = split_edits("test", count), ShapesBenchmark("test", count).keys
+    table = _table_rows(run)
+    verdicts = []
+    for index, (edit, path) in enumerate(zip(edits, _edit_files(tmp_path, edits), strict=True)):
+        output = tmp_path / f"out-{index}"
+        argv = ["edit", str(path), edit.instruction, "--steps", "50", "--seed", "0", "--output", str(output)]
+        assert main(argv + (["--model", model] if model else [])) == 0
+        verdicts.append(judge_edit(edit.source, edit.instruction, PIL.Image.open(output / "edit.png")).success)
+    expected = [table[key]["success"] for key in keys]
+    assert sum(a != b for a, b in zip(verdicts, expected, strict=True)) <= 1, (verdicts, expected)
+    overall = json.loads((RUNS / "uip2p" / run / "results.json").read_text())["summary"]["all"]["success"]
+    assert _within_noise(sum(verdicts), count, overall), (sum(verdicts), overall)
+
+
+def test_cli_auto_edit_succeeds_at_the_tables_rate(tmp_path):
+    """``auto-edit`` (DSI + the classifier's method) against the editing table's ``auto`` on DSI."""
+    editing = json.loads((RUNS / "editing.json").read_text())
+    rate = editing["summary"]["dsi"]["auto"]["all"]["success"]
+    count = 8
+    edits = split_edits("test", count)
+    successes = 0
+    for index, (edit, path) in enumerate(zip(edits, _edit_files(tmp_path, edits), strict=True)):
+        output = tmp_path / f"out-{index}"
+        assert main(["auto-edit", str(path), edit.edited_caption, "--source-prompt", edit.input_caption,
+                     "--steps", str(editing["steps"]), "--guidance-scale", str(editing["guidance_scale"]),
+                     "--output", str(output)]) == 0
+        successes += judge_edit(edit.source, edit.instruction, PIL.Image.open(output / "auto-edit.png")).success
+    assert _within_noise(successes, count, rate), (successes, rate)
