@@ -206,7 +206,7 @@ def main(argv=None) -> str:
     parser.add_argument("--num-reconstruction", type=int, default=24)
     parser.add_argument("--dsi-steps", type=int, default=50)
     parser.add_argument("--num-dsi-edits", type=int, default=25)
-    parser.add_argument("--num-edits", type=int, default=100, help="test edits of the UIP2P table and Elo")
+    parser.add_argument("--num-edits", type=int, default=50, help="test edits of the UIP2P table and Elo")
     parser.add_argument("--edit-steps", type=int, default=50)
     parser.add_argument("--ablation", nargs="*", default=[], metavar="LABEL=FOLDER",
                         help="ablation models (UIP2P folders) to add to the UIP2P table and the Elo")
