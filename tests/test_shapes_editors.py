@@ -57,14 +57,19 @@ def test_cli_edit_succeeds_at_the_tables_rate(model, run, tmp_path):
     count = 12
     edits, keys = split_edits("test", count), ShapesBenchmark("test", count).keys
     table = _table_rows(run)
-    verdicts = []
+    verdicts, distances = [], []
     for index, (edit, path) in enumerate(zip(edits, _edit_files(tmp_path, edits), strict=True)):
         output = tmp_path / f"out-{index}"
         argv = ["edit", str(path), edit.instruction, "--steps", "50", "--seed", "0", "--output", str(output)]
         assert main(argv + (["--model", model] if model else [])) == 0
-        verdicts.append(judge_edit(edit.source, edit.instruction, PIL.Image.open(output / "edit.png")).success)
+        judged = judge_edit(edit.source, edit.instruction, PIL.Image.open(output / "edit.png"))
+        verdicts.append(judged.success)
+        distances.append(judged.psnr_to_true)
     expected = [table[key]["success"] for key in keys]
     assert sum(a != b for a, b in zip(verdicts, expected, strict=True)) <= 1, (verdicts, expected)
+    # the same images as the table's, up to kernel rounding: PSNR to the true edit agrees per edit
+    close = [abs(d - table[key]["psnr_to_true"]) < 0.5 for d, key in zip(distances, keys, strict=True)]
+    assert sum(close) >= count - 1, (distances, [table[key]["psnr_to_true"] for key in keys])
     overall = json.loads((RUNS / "uip2p" / run / "results.json").read_text())["summary"]["all"]["success"]
     assert _within_noise(sum(verdicts), count, overall), (sum(verdicts), overall)
 
