@@ -101,7 +101,7 @@ def test_train_defaults_to_the_shapes_world(tmp_path):
     from diffusers_uip2p.cli import _with_shapes_defaults
     from diffusers_uip2p.shapes.pretrained import shapes_model_path
 
-    argv = _with_shapes_defaults(["--output_dir", str(tmp_path), "--max_train_steps", "1"])
+    argv = _with_shapes_defaults([f"--output_dir={tmp_path}", "--max_train_steps", "1"])
     assert argv[argv.index("--pretrained_model_name_or_path") + 1] == str(shapes_model_path("pipeline"))
     assert argv[argv.index("--clip_model_name_or_path") + 1] == str(shapes_model_path("clip"))
     data = argv[argv.index("--train_data") + 1]
@@ -144,6 +144,11 @@ def test_bad_images_get_a_clear_message(command, name, expected, bad_images, cap
     _fails_cleanly(command + [str(bad_images / name), *text, "--output", str(bad_images / "out")], capsys,
                    "IMAGE", expected)
     assert not (bad_images / "out").exists()  # nothing written
+
+
+def test_candidates_without_a_reverse_instruction_are_refused(capsys, tmp_path):
+    _fails_cleanly(["edit", "three-objects", "make the red triangle blue", "--candidates", "3", "--output",
+                    str(tmp_path)], capsys, "--candidates 3", "--reverse")
 
 
 def test_missing_image_lists_the_shipped_samples(capsys):

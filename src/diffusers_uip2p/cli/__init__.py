@@ -104,11 +104,14 @@ def _with_shapes_defaults(argv: list[str]) -> list[str]:
 
 
 def _export_shapes_records(argv: list[str]) -> str:
+    """Export Shapes train-split records into the run's --output_dir once; return the folder."""
     from pathlib import Path
 
     from ..shapes.dataset import export_jsonl, split_edits
 
-    output = Path(next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--output_dir"), "outputs/train"))
+    finder = argparse.ArgumentParser(add_help=False)
+    finder.add_argument("--output_dir", default="outputs/train")
+    output = Path(finder.parse_known_args(argv)[0].output_dir)
     data = output / "shapes-train-records"
     if not (data / "records.jsonl").is_file():
         print(f"exporting {SHAPES_TRAIN_RECORDS} Shapes training records to {data}", file=sys.stderr)

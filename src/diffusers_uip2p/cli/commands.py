@@ -82,6 +82,8 @@ def edit(args: argparse.Namespace) -> dict:
     score; with --candidates k, k seeds ranked by that score."""
     from ..pipelines import UIP2PPipeline
 
+    if args.candidates != 1 and args.reverse is None:
+        raise ValueError(f"--candidates {args.candidates} ranks edits by reversibility: give --reverse too.")
     _vocabulary_check(args, instruction=args.instruction, **{"--reverse": args.reverse})
     image, path = open_image(args.image)
     if args.model is None:
