@@ -40,8 +40,8 @@ from diffusers_uip2p.evaluation import ShapesBenchmark, run_reconstruction, run_
 from diffusers_uip2p.evaluation.editors import InstructionEditor
 from diffusers_uip2p.evaluation.elo import elo_confidence, leaderboard_markdown, plot_elo
 from diffusers_uip2p.evaluation.metrics import Metrics
+from diffusers_uip2p.evaluation.runners import finished_records
 from diffusers_uip2p.shapes import CATEGORIES, render
-from diffusers_uip2p.shapes.dataset import split_edits
 from diffusers_uip2p.shapes.pretrained import load_shapes_clip, load_shapes_pipeline, shapes_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,12 +101,7 @@ def _slug(label: str) -> str:
 
 def _rows(folder: Path) -> dict[str, dict]:
     """key → the evaluator's row, from a finished run folder."""
-    rows = {}
-    for shard in folder.glob("items-rank*.jsonl"):
-        for line in shard.read_text().splitlines():
-            record = json.loads(line)
-            rows[record["key"]] = record["rows"][0]
-    return rows
+    return {record["key"]: record["rows"][0] for record in finished_records(folder).values()}
 
 
 def judged_winner(a: dict, b: dict) -> str:
@@ -177,8 +172,8 @@ def uip2p_section(args) -> str:
              for a, b in itertools.combinations(rows, 2)]
     elo = elo_confidence(votes)
     plot_elo(elo, Path(args.pictures) / "shapes-elo.png", title="Shapes world: Elo from evaluator-judged pairs")
-    edits = split_edits("test", args.num_edits)
-    figure(runs, edits, ShapesBenchmark("test", args.num_edits).keys, Path(args.pictures) / "shapes-uip2p.png")
+    benchmark = ShapesBenchmark("test", args.num_edits)
+    figure(runs, benchmark.edits, benchmark.keys, Path(args.pictures) / "shapes-uip2p.png")
     seconds = {label: result["seconds_per_item"] for label, result in results.items()}
     return (f"### UIP2P Table 3 and the loss ablation ({args.num_edits} test edits, {args.edit_steps} steps, "
             f"text guidance 7.5, image guidance 1.5, seed 0)\n\n{uip2p_table(results)}\n\n"

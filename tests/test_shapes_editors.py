@@ -11,6 +11,7 @@ import pytest
 from diffusers_uip2p import UIP2PPipeline
 from diffusers_uip2p.cli import main
 from diffusers_uip2p.evaluation import ShapesBenchmark
+from diffusers_uip2p.evaluation.runners import finished_records
 from diffusers_uip2p.shapes import render
 from diffusers_uip2p.shapes.dataset import split_edits
 from diffusers_uip2p.shapes.evaluator import judge_edit
@@ -29,12 +30,7 @@ def test_shipped_editors_load_offline(name):
 
 
 def _table_rows(run: str) -> dict[str, dict]:
-    rows = {}
-    for shard in (RUNS / "uip2p" / run).glob("items-rank*.jsonl"):
-        for line in shard.read_text().splitlines():
-            record = json.loads(line)
-            rows[record["key"]] = record["rows"][0]
-    return rows
+    return {record["key"]: record["rows"][0] for record in finished_records(RUNS / "uip2p" / run).values()}
 
 
 def _within_noise(successes: int, count: int, rate: float) -> bool:
@@ -55,7 +51,8 @@ def test_cli_edit_succeeds_at_the_tables_rate(model, run, tmp_path):
     """The same edits, seed and settings as the UIP2P table: each verdict should repeat (the outputs are
     the same computation; a different thread count may flip a borderline one)."""
     count = 12
-    edits, keys = split_edits("test", count), ShapesBenchmark("test", count).keys
+    benchmark = ShapesBenchmark("test", count)
+    edits, keys = benchmark.edits, benchmark.keys
     table = _table_rows(run)
     verdicts, distances = [], []
     for index, (edit, path) in enumerate(zip(edits, _edit_files(tmp_path, edits), strict=True)):

@@ -89,16 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _with_shapes_defaults(argv: list[str]) -> list[str]:
     """train_uip2p's arguments, with the shipped Shapes pipeline, CLIP and resolution when no model is
     given, and exported Shapes training records when no data is given either."""
-    if "-h" in argv or "--help" in argv or any(a.startswith("--pretrained_model_name_or_path") for a in argv):
+    def given(option: str) -> bool:
+        return any(a.startswith(option) for a in argv)
+
+    if "-h" in argv or "--help" in argv or given("--pretrained_model_name_or_path"):
         return argv
     from ..shapes.pretrained import shapes_model_path
 
     extra = ["--pretrained_model_name_or_path", str(shapes_model_path("pipeline"))]
-    if not any(a.startswith("--clip_model_name_or_path") for a in argv):
+    if not given("--clip_model_name_or_path"):
         extra += ["--clip_model_name_or_path", str(shapes_model_path("clip"))]
-    if not any(a.startswith("--resolution") for a in argv):
+    if not given("--resolution"):
         extra += ["--resolution", "64"]
-    if not any(a.startswith("--train_data") for a in argv):
+    if not given("--train_data"):
         extra += ["--train_data", _export_shapes_records(argv)]
     return extra + argv
 

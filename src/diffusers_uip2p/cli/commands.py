@@ -12,7 +12,7 @@ import torch
 
 from ..evaluation import ddim_round_trip, ddim_steps_for_same_budget, psnr, relative_error
 from ..shapes.pretrained import resolve_model
-from .images import fit_to_model, open_image, sample_caption, side_by_side, tensor_to_pil
+from .images import fit_to_model, open_image, sample_caption, side_by_side
 
 SHIPPED = "shipped Shapes {}"
 
@@ -158,7 +158,7 @@ def reconstruct(args: argparse.Namespace) -> dict:
     with torch.no_grad():
         ddim_latents, ddim_calls = ddim_round_trip(pipe.scheduler.config, inversion.latents, model_fn,
                                                    ddim_steps_for_same_budget(args.steps))
-    ddim_images = pipe.decode_latents_to_images(ddim_latents, "pt")
+        ddim_images = pipe.decode_latents_to_images(ddim_latents, "pt")
     original = pipe.image_processor.postprocess(pipe.preprocess_images(image), output_type="pt")
     ceiling = inversion.vae_reconstruction
     report = {
@@ -171,7 +171,9 @@ def reconstruct(args: argparse.Namespace) -> dict:
                  "psnr_vs_vae_round_trip_db": psnr(ddim_images, ceiling)},
         "vae_round_trip_psnr_vs_input_db": psnr(ceiling, original),
     }
-    columns = [tensor_to_pil(x[0]) for x in (original, ceiling, dsi.images, ddim_images)]
+    processor = pipe.image_processor
+    columns = [processor.numpy_to_pil(processor.pt_to_numpy(x))[0]
+               for x in (original, ceiling, dsi.images, ddim_images)]
     return _write(args.output, "reconstruction", columns[2], side_by_side(columns, args.scale), report)
 
 

@@ -9,7 +9,6 @@ from importlib import resources
 from pathlib import Path
 
 import PIL.Image
-import torch
 
 MAX_PIXELS = 4096 * 4096  # larger inputs are refused before decoding: no editing model works at that size
 
@@ -86,8 +85,3 @@ def side_by_side(images: list[PIL.Image.Image], scale: int) -> PIL.Image.Image:
         row.paste(image.convert("RGB").resize((width, height)), (i * width, 0))
     return row.resize((row.width * scale, row.height * scale), PIL.Image.NEAREST)
 
-
-def tensor_to_pil(image: torch.Tensor) -> PIL.Image.Image:
-    """CHW in [0, 1] → PIL."""
-    array = (image.clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy()
-    return PIL.Image.fromarray(array)

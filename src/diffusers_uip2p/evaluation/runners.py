@@ -104,6 +104,19 @@ def check_inputs(benchmark, metrics: Metrics) -> None:
 # ---------------------------------------------------------------------------------------------- runs
 
 
+def finished_records(folder: str | Path) -> dict[int, dict]:
+    """The finished item records (index, key, seconds, rows) in a run folder, by index, from every process."""
+    records: dict[int, dict] = {}
+    for shard in sorted(Path(folder).glob("items-rank*.jsonl")):
+        for line in shard.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # the line a killed process was writing
+                continue
+            records.setdefault(record["index"], record)
+    return records
+
+
 class ShardedRun:
     """One process's view of a run folder (see the module docstring): settings check, resume, merge."""
 
@@ -133,15 +146,7 @@ class ShardedRun:
 
     def finished(self) -> dict[int, dict]:
         """Every finished item in the folder, from any process of this or an earlier run, by index."""
-        records: dict[int, dict] = {}
-        for shard in sorted(self.folder.glob("items-rank*.jsonl")):
-            for line in shard.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:  # the line a killed process was writing
-                    continue
-                records.setdefault(record["index"], record)
-        return records
+        return finished_records(self.folder)
 
     def _cut_partial_line(self) -> None:
         """Drop an unfinished last line of this process's shard, so that appending starts a fresh line."""
