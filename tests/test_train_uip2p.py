@@ -19,6 +19,7 @@ from diffusers_uip2p.testing import (
     tiny_text_to_image_components,
 )
 from diffusers_uip2p.training import train_uip2p
+from diffusers_uip2p.training.batches import RunClock
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
 
@@ -84,7 +85,7 @@ def test_resumed_run_continues_exactly(assets, tmp_path):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     train_uip2p.main(arguments(assets, whole, *extra))
     train_uip2p.main(arguments(assets, parts, *extra))
-    # Simulate a cut after step 2: drop everything written later.
+    # Simulate a cut after step 3: checkpoint-2 is the last one; the log already holds step 3.
     for name in ("checkpoint-4", "unet", "vae", "text_encoder", "tokenizer", "scheduler", "model_index.json",
                  "README.md"):
         path = parts / name
@@ -92,13 +93,18 @@ def test_resumed_run_continues_exactly(assets, tmp_path):
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    rows = log(parts)[:2]
+    rows = log(parts)[:3]
     (parts / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     train_uip2p.main(arguments(assets, parts, *extra, "--resume_from_checkpoint", "latest"))
     assert [r["step"] for r in log(parts)] == [1, 2, 3, 4]
     for a, b in zip(log(whole), log(parts), strict=True):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
+
+    def loss_line(run):  # the card's loss means cover the steps before the resume too
+        return next(line for line in (run / "README.md").read_text().splitlines() if line.startswith("Mean of"))
+
+    assert loss_line(parts) == loss_line(whole) and "clip" in loss_line(parts)
     first = UNet2DConditionModel.from_pretrained(whole / "unet").state_dict()
     second = UNet2DConditionModel.from_pretrained(parts / "unet").state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
@@ -198,3 +204,9 @@ def test_task_classifier_push_refuses_before_training_without_a_token(monkeypatc
     with pytest.raises(ValueError, match="token"):
         train_task_classifier.main(["--pretrained_model_name_or_path", "unused", "--output_dir", "unused",
                                     "--push_to_hub"])
+
+
+def test_run_clock_continues_from_its_checkpointed_seconds():
+    clock = RunClock()
+    clock.load_state_dict({"seconds": 3600.0})
+    assert 3600.0 <= clock.state_dict()["seconds"] < 3660.0

@@ -1,8 +1,9 @@
 """Batches in an order fixed by the seed, and a checkpointable random generator, so that a resumed run sees
-exactly the batches and the noise the uninterrupted run would have seen."""
+exactly the batches and the noise the uninterrupted run would have seen (and a clock that keeps counting)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import torch
@@ -22,6 +23,24 @@ class GeneratorState:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["state"])
+
+
+class RunClock:
+    """Training seconds that survive a resume: checkpointed with the run, so a card reports the whole run's
+    time and not only the last process's (the time after the last checkpoint of a cut-off run is redone)."""
+
+    def __init__(self):
+        self.earlier, self.started = 0.0, time.time()
+
+    @property
+    def seconds(self) -> float:
+        return self.earlier + time.time() - self.started
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.earlier, self.started = float(state["seconds"]), time.time()
 
 
 def training_batches(dataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, start_batch: int = 0,

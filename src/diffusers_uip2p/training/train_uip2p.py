@@ -20,7 +20,6 @@ import json
 import shlex
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -35,7 +34,7 @@ from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 from ..distributed import cpu_process_group_needed
 from ..pipelines import UIP2PPipeline, convert_unet_to_instruct_pix2pix
 from ..shapes.training_utils import machine
-from .batches import GeneratorState, training_batches
+from .batches import GeneratorState, RunClock, training_batches
 from .data import open_edit_dataset
 from .erc import AttentionRecorder, EditModels, ERCConfig, erc_step, supervised_step
 from .hub import check_hub_push, push_folder
@@ -175,6 +174,14 @@ def validate(pipe: UIP2PPipeline, args, step: int) -> Path:
     return path
 
 
+def last_loss_means(log_path: Path, window: int = 50) -> dict[str, float]:
+    """Mean of each loss term over the log's last ``window`` steps: read from the log, not from memory, so
+    that a resumed run's card covers steps from before the resume too."""
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()][-window:] if log_path.is_file() else []
+    names = [k for k in rows[0] if k not in ("step", "lr")] if rows else []
+    return {k: sum(r[k] for r in rows) / len(rows) for k in names}
+
+
 def write_card(args, losses: dict[str, float], seconds: float, validation: list[Path]) -> None:
     objective = ("ERC (UIP2P): L = λ_clip·L_CLIP + λ_sim·L_sim + λ_recon·L_recon + λ_attn·L_attn, no edited images"
                  if args.mode == "erc" else "supervised InstructPix2Pix: ε-MSE on the true edited images")
@@ -248,7 +255,8 @@ def main(argv=None):
                                 num_training_steps=args.max_train_steps * accelerator.num_processes)
     unet, optimizer, lr_schedule = accelerator.prepare(unet, optimizer, lr_schedule)
     generator = GeneratorState(torch.Generator().manual_seed(args.seed + accelerator.process_index))
-    accelerator.register_for_checkpointing(generator)
+    clock = RunClock()
+    accelerator.register_for_checkpointing(generator, clock)
     if ema is not None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
@@ -263,6 +271,10 @@ def main(argv=None):
             accelerator.load_state(str(path))
             step = int(path.name.split("-")[1])
             accelerator.print(f"Resumed from {path} at step {step}.")
+    log_path = Path(args.output_dir) / "training_log.jsonl"
+    if accelerator.is_main_process and step and log_path.is_file():  # steps after the checkpoint are redone
+        kept = [line for line in log_path.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= step]
+        log_path.write_text("".join(kept))
     if accelerator.is_main_process:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         accelerator.init_trackers("train_uip2p", config={k: v for k, v in vars(args).items()
@@ -273,8 +285,7 @@ def main(argv=None):
     batches = training_batches(dataset, args.train_batch_size, args.seed, accelerator.process_index,
                                accelerator.num_processes, start_batch=step * args.gradient_accumulation_steps,
                                num_workers=args.dataloader_num_workers)
-    log_path = Path(args.output_dir) / "training_log.jsonl"
-    recent, validation, start = [], [], time.time()
+    validation = []
     progress = tqdm(total=args.max_train_steps, initial=step, desc=f"train_uip2p ({args.mode})",
                     disable=not accelerator.is_local_main_process)
     # Installed for the whole run: with gradient checkpointing, backward re-runs the attention layers.
@@ -309,7 +320,6 @@ def main(argv=None):
             logs = {"loss": loss.item(), **terms, "lr": lr_schedule.get_last_lr()[0]}
             progress.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "lr"})
             accelerator.log(logs, step=step)
-            recent = (recent + [{"loss": loss.item(), **terms}])[-50:]
             if accelerator.is_main_process:
                 with log_path.open("a") as log:
                     log.write(json.dumps({"step": step, **logs}) + "\n")
@@ -332,8 +342,7 @@ def main(argv=None):
         if ema is not None:
             ema.copy_to(trainable)
         save(final, models, args)
-        averages = {k: sum(r[k] for r in recent) / len(recent) for k in recent[0]} if recent else {}
-        write_card(args, averages, time.time() - start, validation)
+        write_card(args, last_loss_means(log_path), clock.seconds, validation)
         if args.push_to_hub:
             repo = push_folder(args.output_dir, args.hub_model_id, token, f"train_uip2p {args.mode}")
             accelerator.print(f"Pushed to https://huggingface.co/{repo}")
