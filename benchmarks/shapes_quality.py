@@ -28,6 +28,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 import torch
+from diffusers import UNet2DConditionModel
 
 from diffusers_uip2p.evaluation import ddim_round_trip, ddim_steps_for_same_budget, dsi_round_trip
 from diffusers_uip2p.shapes.dataset import split_scenes
@@ -78,6 +79,24 @@ def reconstructions(pipe, scenes, steps: int, guidance: float) -> dict:
             "unet_calls": {"dsi": dsi_calls, "ddim": ddim_calls}, "ddim_steps": ddim_steps_for_same_budget(steps)}
 
 
+def object_errors(scenes, verdicts) -> dict[str, int]:
+    """What became of each named object in the samples: right, wrong shape (right colour), wrong colour
+    (right shape), both wrong, or missing from its cell; and objects drawn where the caption names none."""
+    counts = dict.fromkeys(("right", "wrong shape", "wrong colour", "both wrong", "missing", "extra"), 0)
+    for scene, verdict in zip(scenes, verdicts, strict=True):
+        for wanted in scene.objects:
+            seen = verdict.reading.object_at(wanted.row, wanted.column)
+            if seen is None:
+                counts["missing"] += 1
+            else:
+                shape, colour = seen.shape == wanted.shape, seen.colour == wanted.colour
+                counts[{(True, True): "right", (False, True): "wrong shape", (True, False): "wrong colour",
+                        (False, False): "both wrong"}[shape, colour]] += 1
+        cells = {(o.row, o.column) for o in scene.objects}
+        counts["extra"] += sum((o.row, o.column) not in cells for o in verdict.reading.objects)
+    return counts
+
+
 def to_pil(image: torch.Tensor) -> PIL.Image.Image:
     array = ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     return PIL.Image.fromarray(array)
@@ -108,6 +127,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=50, help="DSI steps (DDIM gets 2N − 2)")
     parser.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0, 7.5])
     parser.add_argument("--train-scenes", type=int, default=40000, help="T2I training scenes, for the overlap count")
+    parser.add_argument("--unet", help="measure this UNet folder in the shipped pipeline (a candidate, before shipping)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "shapes-quality.json"))
@@ -117,9 +137,11 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     start = time.time()
     pipe = load_shapes_pipeline()
+    if args.unet:
+        pipe.unet = UNet2DConditionModel.from_pretrained(args.unet).eval()
     pipe.set_progress_bar_config(disable=True)
     clip, tokenizer, _ = load_shapes_clip()
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "unet": args.unet or "shipped",
               "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
                          f"torch {torch.__version__}", "split": "test"}
 
@@ -147,6 +169,7 @@ def main(argv=None):
         "objects_correct": float(np.mean([v.objects_correct for v in verdicts])),
         "exact": float(np.mean([v.exact for v in verdicts])),
         "objects_correct_by_object_count": {k: float(np.mean(v)) for k, v in sorted(by_objects.items())},
+        "named_objects": object_errors(t2i_scenes, verdicts),
         "captions_also_in_training": int(sum(seen)),
         "objects_correct_on_unseen_captions": float(np.mean([v.objects_correct for v, s in zip(verdicts, seen, strict=True) if not s])),
     }
