@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Retrains the shipped Shapes-world models from their seeds, in dependency order, then measures them:
 #   1. VAE and CLIP, side by side (one thread each); the VAE ends by standardising its latents per channel;
-#   2. the text-to-image UNet on the VAE's latents and CLIP's text tower (three stages: 4000 steps, then
-#      5000 more with Min-SNR weighting, then 6500 more at a lower learning rate), while the VAE's decoder is fine-tuned with its encoder frozen (as
+#   2. the text-to-image UNet on the VAE's latents and CLIP's text tower (four stages: 4000 steps, then
+#      5000 more with Min-SNR weighting, then 6500 more at a lower learning rate, then 9000 more on twice the
+#      scenes), while the VAE's decoder is fine-tuned with its encoder frozen (as
 #      SD's ft-MSE VAE: the latents the UNet learns do not move);
 #   3. the fine-tuned decoder replaces the first one; the task classifier trains on the text tower;
 #      the benchmark runs.
 # History differs in one detail: the shipped VAE was standardised after the UNet's first stage (the fold
-# does not change decoded images, so the second stage adapted the UNet to it). About 7 hours on 2 cores.
+# does not change decoded images, so the second stage adapted the UNet to it). About 9 hours on 2 cores.
 # The instruction-editing models (UIP2P, InstructPix2Pix) train from this pipeline: scripts/train-shapes-editors.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,10 @@ OMP_WAIT_POLICY=PASSIVE $py -m diffusers_uip2p.shapes.train_t2i --output "$model
 OMP_WAIT_POLICY=PASSIVE $py -m diffusers_uip2p.shapes.train_t2i --output work/t2i-stage3 --vae "$models/pipeline/vae" \
   --clip "$models/clip" --init-unet "$models/pipeline/unet" --steps 6500 --lr 5e-4 --num-scenes 30000 \
   --threads 1 --save-every 250 &> logs/train_t2i_stage3.log
-cp work/t2i-stage3/unet/diffusion_pytorch_model.safetensors "$models/pipeline/unet/"
+OMP_WAIT_POLICY=PASSIVE $py -m diffusers_uip2p.shapes.train_t2i --output work/t2i-stage4 --vae "$models/pipeline/vae" \
+  --clip "$models/clip" --init-unet work/t2i-stage3/unet --steps 9000 --lr 3e-4 --num-scenes 60000 \
+  --threads "${THREADS:-2}" --save-every 250 &> logs/train_t2i_stage4.log
+cp work/t2i-stage4/unet/diffusion_pytorch_model.safetensors "$models/pipeline/unet/"
 $py -m diffusers_uip2p.training.train_task_classifier --pretrained_model_name_or_path "$models/pipeline" \
   --add_to_pipeline --shapes --hidden_dim 128 --num_layers 2 --num_heads 4 \
   --num_epochs 5 --learning_rate 1e-3 &> logs/train_task_classifier.log
