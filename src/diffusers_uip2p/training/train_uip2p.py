@@ -255,11 +255,12 @@ def main(argv=None):
                                 num_training_steps=args.max_train_steps * accelerator.num_processes)
     unet, optimizer, lr_schedule = accelerator.prepare(unet, optimizer, lr_schedule)
     generator = GeneratorState(torch.Generator().manual_seed(args.seed + accelerator.process_index))
-    clock = RunClock()
-    accelerator.register_for_checkpointing(generator, clock)
+    accelerator.register_for_checkpointing(generator)
     if ema is not None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
+    clock = RunClock()  # registered last: the objects registered before keep their checkpoint file names
+    accelerator.register_for_checkpointing(clock)
 
     step = 0
     if args.resume_from_checkpoint:
@@ -272,7 +273,7 @@ def main(argv=None):
             step = int(path.name.split("-")[1])
             accelerator.print(f"Resumed from {path} at step {step}.")
     log_path = Path(args.output_dir) / "training_log.jsonl"
-    if accelerator.is_main_process and step and log_path.is_file():  # steps after the checkpoint are redone
+    if accelerator.is_main_process and log_path.is_file():  # steps after the checkpoint (or a new run's all) are redone
         kept = [line for line in log_path.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= step]
         log_path.write_text("".join(kept))
     if accelerator.is_main_process:
