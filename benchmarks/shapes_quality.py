@@ -136,9 +136,8 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.time()
-    pipe = load_shapes_pipeline()
-    if args.unet:
-        pipe.unet = UNet2DConditionModel.from_pretrained(args.unet).eval()
+    candidate = {"unet": UNet2DConditionModel.from_pretrained(args.unet)} if args.unet else {}
+    pipe = load_shapes_pipeline(**candidate)  # a component override, as diffusers' from_pretrained takes one
     pipe.set_progress_bar_config(disable=True)
     clip, tokenizer, _ = load_shapes_clip()
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "unet": args.unet or "shipped",
