@@ -126,7 +126,7 @@ def main(argv=None):
     parser.add_argument("--num-reconstruction", type=int, default=32)
     parser.add_argument("--steps", type=int, default=50, help="DSI steps (DDIM gets 2N − 2)")
     parser.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0, 7.5])
-    parser.add_argument("--train-scenes", type=int, default=60000, help="T2I training scenes, for the overlap count")
+    parser.add_argument("--train-scenes", type=int, default=200000, help="T2I training scenes, for the overlap count")
     parser.add_argument("--unet", help="measure this UNet folder in the shipped pipeline (a candidate, before shipping)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)

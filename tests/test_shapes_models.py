@@ -74,15 +74,15 @@ def test_shipped_vae_and_clip_on_test_scenes():
 
 
 def test_shipped_pipeline_draws_test_captions_the_evaluator_accepts():
-    """One-object test captions (the UNet draws 79 % of those right, 62 % of all test captions: its bar of
-    80 % is not met yet, see RESULTS.md)."""
+    """The first 8 test captions, one to three objects each. The shipped UNet draws 83 % of 100 test captions
+    right at 50 steps (RESULTS.md; bar 80 %); at 25 steps here it gets all 8, the stage-4 UNet before it 4."""
     pipe = load_shapes_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    scenes = [scene for scene in split_scenes("test", 60) if len(scene.objects) == 1][:4]
+    scenes = split_scenes("test", 8)
     images = pipe([s.caption() for s in scenes], num_inference_steps=25, guidance_scale=5.0,
                   generator=torch.Generator().manual_seed(0)).images
     accepted = [judge_caption(scene, image).objects_correct for scene, image in zip(scenes, images, strict=True)]
-    assert sum(accepted) >= 3, accepted
+    assert sum(accepted) >= 6, accepted
 
 
 def test_shipped_pipeline_routes_auto_edits_with_its_classifier():

@@ -145,7 +145,8 @@ def main(argv=None):
         with torch.no_grad():  # the EMA warms up so the early random weights do not linger
             decay = min(args.ema_decay, (1 + step) / (10 + step))
             torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - decay)
-        progress.set_postfix(loss=f"{loss.item():.4f}")
+        if step % 50 == 0:  # reading the loss waits for the GPU; every step would stall its queue
+            progress.set_postfix(loss=f"{loss.item():.4f}")
         if args.save_every and (step + 1) % args.save_every == 0:
             ema.save_pretrained(Path(args.output) / "checkpoint-unet")
     seconds = time.time() - start
