@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from diffusers_uip2p.attention import draw_token_maps
 from diffusers_uip2p.evaluation import ddim_steps_for_same_budget
 from diffusers_uip2p.evaluation.edit_baselines import ddim_edit
+from diffusers_uip2p.evaluation.editors import weights_fingerprint
 from diffusers_uip2p.classifier import DEFAULT_TASK_METHODS
 from diffusers_uip2p.pipelines.editing import EDIT_METHODS
 from diffusers_uip2p.shapes import CATEGORIES, render
@@ -133,7 +134,8 @@ def main(argv=None):
     routing_accuracy = sum(true == task for true, task in routed) / len(routed)
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "split": "test",
               "num_edits": args.num_edits, "steps": args.steps, "ddim_steps": ddim_steps_for_same_budget(args.steps),
-              "guidance_scale": args.guidance_scale, "seconds": time.time() - start, "summary": summary,
+              "guidance_scale": args.guidance_scale, "weights": weights_fingerprint(pipe),
+              "seconds": time.time() - start, "summary": summary,
               "assigned": DEFAULT_TASK_METHODS, "router": router, "routing_accuracy": routing_accuracy,
               "torch_threads": torch.get_num_threads()}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

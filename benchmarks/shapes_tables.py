@@ -37,7 +37,7 @@ import PIL.ImageDraw
 import torch
 
 from diffusers_uip2p.evaluation import ShapesBenchmark, run_reconstruction, run_shapes
-from diffusers_uip2p.evaluation.editors import InstructionEditor
+from diffusers_uip2p.evaluation.editors import InstructionEditor, weights_fingerprint
 from diffusers_uip2p.evaluation.elo import elo_confidence, leaderboard_markdown, plot_elo
 from diffusers_uip2p.evaluation.metrics import Metrics
 from diffusers_uip2p.evaluation.runners import finished_records
@@ -66,6 +66,9 @@ def reconstruction_section(args) -> str:
 
 def editing_section(args) -> str:
     output = Path(args.runs) / "editing.json"
+    if output.is_file() and json.loads(output.read_text()).get("weights") != weights_fingerprint(load_shapes_pipeline()):
+        raise ValueError(f"{output} was measured with other weights than the shipped Shapes pipeline's; delete it "
+                         "to measure them again.")
     if not output.is_file():
         shapes_editing.main(["--num-edits", str(args.num_dsi_edits), "--steps", "25", "--output", str(output),
                              "--picture", str(Path(args.pictures) / "shapes-editing.png"),

@@ -12,6 +12,7 @@ import datasets
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 from diffusers import StableDiffusionInstructPix2PixPipeline
 from transformers import CLIPImageProcessor, CLIPProcessor
 
@@ -166,6 +167,12 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path, clip, uip2p_editor):
     uip2p_editor.seed = 1
     with pytest.raises(ValueError, match=r"other settings \(editor differ\)"):
         run_benchmark(bench, uip2p_editor, metrics, tmp_path / "run", limit=1)
+    uip2p_editor.seed = 0  # the same settings again, but the weights behind the model id were retrained
+    run_benchmark(bench, uip2p_editor, metrics, tmp_path / "run", limit=1)
+    with torch.no_grad():
+        next(uip2p_editor.pipe.unet.parameters()).view(-1)[0] += 1e-3
+    with pytest.raises(ValueError, match=r"other settings \(editor differ\)"):
+        run_benchmark(bench, uip2p_editor, metrics, tmp_path / "run", limit=1)
 
 
 def test_sharded_run_merges_to_the_single_process_result(tmp_path, clip, uip2p_editor):
@@ -224,6 +231,11 @@ def test_reconstruction_table_has_dsi_at_the_vae_ceiling(tmp_path):
     assert dsi["psnr"] == vae["psnr"] and dsi["ssim"] == vae["ssim"]  # exact inversion: the VAE round trip
     assert by_method["DDIM Inversion (4 steps)"]["count"] == 6 and vae["count"] == 3
     assert "| Method | Tuning-free | PSNR ↑ | SSIM ↑ |" in result["table"]
+    with torch.no_grad():  # same model id, other weights: the finished run must not be handed back as theirs
+        next(pipe.vae.parameters()).view(-1)[0] += 1e-3
+    with pytest.raises(ValueError, match=r"other settings \(weights differ\)"):
+        run_reconstruction(bench, pipe, tmp_path / "run", model_id="tiny", num_inference_steps=3,
+                           guidance_scales=(1.0, 7.5))
 
 
 def test_shapes_runner_judges_with_the_shapes_evaluator(tmp_path, folders):

@@ -9,6 +9,7 @@ edit towards the target prompt with a chosen ``edit_method``. Both fix their see
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import PIL.Image
@@ -17,6 +18,20 @@ import torch
 PIPELINE_KINDS = ("uip2p", "instruct-pix2pix", "auto-edit")
 _KIND_OF_CLASS = {"UIP2PPipeline": "uip2p", "StableDiffusionInstructPix2PixPipeline": "instruct-pix2pix",
                   "AutoEditPipeline": "auto-edit", "StableDiffusionPipeline": "auto-edit"}
+
+
+def weights_fingerprint(pipe) -> str:
+    """SHA-256 of every weight of a pipeline's modules (names, dtypes, shapes, values), so a result folder
+    knows which weights it measured: a model id such as "shipped Shapes pipeline" stays the same when the
+    weights behind it are retrained, and a resumed run must not mix the two."""
+    digest = hashlib.sha256()
+    for name, component in sorted(pipe.components.items()):
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for key, tensor in component.state_dict().items():
+            digest.update(f"{name}.{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 class InstructionEditor:
@@ -38,8 +53,8 @@ class InstructionEditor:
         return self.pipe(instruction, image=image, generator=generator, **self.options).images[0]
 
     def describe(self) -> dict:
-        return {"method": type(self.pipe).__name__, "model": self.model_id, "input": "instruction",
-                "seed": self.seed, **self.options, "dtype": str(self.pipe.unet.dtype),
+        return {"method": type(self.pipe).__name__, "model": self.model_id, "weights": weights_fingerprint(self.pipe),
+                "input": "instruction", "seed": self.seed, **self.options, "dtype": str(self.pipe.unet.dtype),
                 "safety_checker": self.pipe.safety_checker is not None}
 
 
@@ -65,8 +80,9 @@ class PromptEditor:
         return out.images[0]
 
     def describe(self) -> dict:
-        return {"method": f"DSI + {self.options['edit_method']}", "model": self.model_id, "input": "prompts",
-                "seed": self.seed, **self.options, "dtype": str(self.pipe.unet.dtype),
+        return {"method": f"DSI + {self.options['edit_method']}", "model": self.model_id,
+                "weights": weights_fingerprint(self.pipe), "input": "prompts", "seed": self.seed, **self.options,
+                "dtype": str(self.pipe.unet.dtype),
                 "safety_checker": self.pipe.safety_checker is not None}
 
 
