@@ -67,8 +67,8 @@ def reconstruction_section(args) -> str:
 def editing_section(args) -> str:
     output = Path(args.runs) / "editing.json"
     if output.is_file() and json.loads(output.read_text()).get("weights") != weights_fingerprint(load_shapes_pipeline()):
-        raise ValueError(f"{output} was measured with other weights than the shipped Shapes pipeline's; delete it "
-                         "to measure them again.")
+        raise ValueError(f"{output} was not measured with the shipped Shapes pipeline's weights (or does not say "
+                         "which); delete it to measure them again.")
     if not output.is_file():
         shapes_editing.main(["--num-edits", str(args.num_dsi_edits), "--steps", "25", "--output", str(output),
                              "--picture", str(Path(args.pictures) / "shapes-editing.png"),

@@ -5,8 +5,9 @@ with a ``describe()`` dict (see `editors.py`).
 
 A run's output folder holds:
 
-* ``settings.json``: what the numbers depend on (benchmark, dataset path, editor with model id, a
-  fingerprint of its weights and seed, metric descriptions). A rerun into the same folder must match it, and resumes where the last one stopped;
+* ``settings.json``: what the numbers depend on (benchmark, dataset path, editor with model id, seed and a
+  fingerprint of its weights, metric descriptions). A rerun into the same folder must match it, and resumes
+  where the last one stopped;
 * ``items-rank<r>-of-<w>.jsonl``: one line per finished item, written by process r of w, so every process
   writes its own file and a killed run loses at most the item it was editing;
 * ``results.json`` and ``results.md`` (main process, once every process finished): the settings, the
@@ -402,7 +403,8 @@ def run_reconstruction(benchmark, pipe, output: str | Path, *, model_id: str, nu
     metrics, count = Metrics(["psnr", "ssim"]), _count(benchmark, limit)
     ddim_steps = ddim_steps_for_same_budget(num_inference_steps)
     settings = {"benchmark": benchmark.describe(), "model": model_id, "weights": weights_fingerprint(pipe),
-                "seed": None, "pipeline": type(pipe).__name__,  # no noise is drawn
+                "seed": None,  # no noise is drawn
+                "pipeline": type(pipe).__name__,
                 "dtype": str(pipe.unet.dtype), "num_inference_steps": num_inference_steps, "ddim_steps": ddim_steps,
                 "guidance_scales": list(guidance_scales), "metrics": metrics.describe()}
     run = ShardedRun(output, settings, rank, world_size)
