@@ -45,7 +45,7 @@ def test_seeded_state_with_another_step_count_is_refused(sd_pipe, rgb_image):
 
 def test_live_state_is_readable_and_editable_between_steps(rgb_image):
     pipe = AutoEditPipeline(**tiny_text_to_image_components())
-    inversion = pipe.invert(rgb_image, "a red circle", num_inference_steps=8, output_type="np")
+    inversion = pipe.invert([rgb_image] * 2, ["a red circle"] * 2, num_inference_steps=8, output_type="np")
     seen = []
 
     def read_both(pipeline, i, t, kwargs):

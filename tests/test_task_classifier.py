@@ -10,6 +10,7 @@ from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration
 
 from diffusers_uip2p import AutoEditPipeline, EditTaskClassifier
 from diffusers_uip2p.classifier import DEFAULT_TASK_METHODS, EDIT_TASKS, classify_by_rules
+from diffusers_uip2p.pipelines.editing import DEFAULT_TARGET_RULE
 from diffusers_uip2p.testing import tiny_text_to_image_components
 
 SOURCE = "a red circle on a white background"
@@ -178,7 +179,7 @@ def test_auto_routes_by_rules_without_classifier(pipe, inversion):
     assert torch.equal(out.latents, same.latents), "auto must run exactly the method it reports"
     styled = pipe("an outline drawing of " + SOURCE, inversion=inversion, edit_method="auto", output_type="latent")
     assert (styled.edit_task, styled.edit_method, styled.edit_parameters) == ("style_editing", "sdedit",
-                                                                              {"strength": 0.5})
+                                                                              {"strength": 0.5, "target_rule": DEFAULT_TARGET_RULE})
 
 
 def test_routing_table_and_override(pipe):

@@ -47,13 +47,17 @@ class AutoEditPipelineOutput(BaseOutput):
         source_latents: when editing, the source branch's clean latents: equal, bit for bit, to the inverted
             image's latents (the exact reconstruction). ``None`` otherwise.
         edit_method: the method used ("direct", "p2p", "masactrl" or "sdedit"; with "auto", the one chosen).
-        edit_parameters: the method's parameters as used (e.g. the P2P mode it chose).
+        edit_parameters: the method's parameters as used (e.g. the P2P mode it chose), with the
+            ``target_rule`` when sampling from an inversion.
         attention_maps: with ``return_attention_maps=True``, per target prompt, a list of
             (token, [h, w] cross-attention map) pairs; draw them with `diffusers_uip2p.attention.draw_token_maps`.
         source_prompt: when editing, the source prompt used (the captioner's, if it wrote one).
         edit_task: with ``edit_method="auto"``, the task decided (one of `diffusers_uip2p.classifier.EDIT_TASKS`).
         task_probabilities: the task classifier's probability for each task, if a classifier decided.
         task_rule: the word rule that decided the task, if no classifier was loaded.
+        sync_gap: when sampling from an inversion, ``[model evaluations, images]``: per step and image, how far
+            the dual latents drifted apart (`DualScheduleSchedulerOutput.sync_gap`); it grows under the coupled
+            rule on an edit.
     """
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
@@ -67,3 +71,4 @@ class AutoEditPipelineOutput(BaseOutput):
     edit_task: str | None = None
     task_probabilities: dict[str, float] | None = None
     task_rule: str | None = None
+    sync_gap: torch.Tensor | None = None

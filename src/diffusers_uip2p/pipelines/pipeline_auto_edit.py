@@ -23,7 +23,8 @@ from transformers import BlipForConditionalGeneration, BlipProcessor, CLIPImageP
 from ..attention import attention_control
 from ..classifier import EditTaskClassifier
 from ..schedulers import DualScheduleInversionScheduler, DualScheduleState
-from .editing import EDIT_METHODS, EditPlan, plan_edit
+from ..schedulers.scheduling_dual_schedule import BRANCH_RULES
+from .editing import DEFAULT_TARGET_RULE, EDIT_METHODS, EditPlan, plan_edit
 from .inversion import DualScheduleInversionMixin, as_prompt_list, repeat_state
 from .outputs import AutoEditPipelineOutput, DualScheduleInversionOutput
 from .routing import EditRoute, caption_image, route_edit, task_method_table
@@ -178,9 +179,15 @@ class AutoEditPipeline(
     # ------------------------------------------------------------------ sampling
 
     def check_inputs(self, prompt, prompt_embeds, inversion, image, source_prompt, edit_method, task_methods,
-                     num_inference_steps, height, width, callback_on_step_end_tensor_inputs):
+                     num_inference_steps, height, width, callback_on_step_end_tensor_inputs, target_rule=None):
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("Give exactly one of `prompt` and `prompt_embeds`.")
+        if target_rule is not None:
+            if target_rule not in BRANCH_RULES:
+                raise ValueError(f"`target_rule` must be one of {', '.join(BRANCH_RULES)}, got {target_rule!r}.")
+            if inversion is None and image is None:
+                raise ValueError("`target_rule` applies to edits of an inverted image (give `inversion`, or `image` "
+                                 "and `source_prompt`); generation from noise walks one DDIM chain.")
         if prompt is not None:
             as_prompt_list(prompt)
         if edit_method not in (*EDIT_METHODS, "auto"):
@@ -250,6 +257,7 @@ class AutoEditPipeline(
         source_prompt: str | None = None,
         edit_method: str = "direct",
         task_methods: dict[str, str] | None = None,
+        target_rule: str | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         negative_prompt: str | list[str] | None = None,
@@ -295,6 +303,10 @@ class AutoEditPipeline(
                 "sdedit" (from an intermediate noise level: object adding, style editing), or "auto": the task
                 classifier (or, without one, word rules) decides the task and the task the method.
             task_methods: with "auto", overrides of the task → method table, e.g. {"style_editing": "p2p"}.
+            target_rule: how rows with a changed prompt move on the dual schedule (`DualScheduleInversionScheduler`
+                module docstring): "anchored", "midpoint", "ddim" or "coupled" (the paper's rule, which lets the
+                edit fall apart); None takes ``DEFAULT_TARGET_RULE``, chosen on the Shapes validation split. The
+                source row and rows with the inversion's own prompt are always coupled, and exact.
             num_inference_steps: defaults to the inversion's (and must equal it); 50 otherwise.
             guidance_scale: defaults to the inversion's; 7.5 otherwise.
             negative_prompt: defaults to the inversion's.
@@ -320,7 +332,7 @@ class AutoEditPipeline(
                 place (LocalBlend-style), and the next step sees the edit.
         """
         self.check_inputs(prompt, prompt_embeds, inversion, image, source_prompt, edit_method, task_methods,
-                          num_inference_steps, height, width, callback_on_step_end_tensor_inputs)
+                          num_inference_steps, height, width, callback_on_step_end_tensor_inputs, target_rule)
         scheduler = self._inversion_scheduler()
         device = self._execution_device
         if inversion is not None:
@@ -330,7 +342,11 @@ class AutoEditPipeline(
         num_inference_steps = 50 if num_inference_steps is None else num_inference_steps
         guidance_scale = 7.5 if guidance_scale is None else guidance_scale
 
-        editing = edit_method != "direct" or image is not None or source_prompt is not None or (
+        target_rule = DEFAULT_TARGET_RULE if target_rule is None else target_rule
+        # A single-image inversion sampled with another prompt is an edit: it gets a source row to anchor to.
+        changed = inversion is not None and prompt is not None and inversion.state.batch_size == 1 and any(
+            text != inversion.prompt[0] for text in as_prompt_list(prompt))
+        editing = edit_method != "direct" or image is not None or source_prompt is not None or changed or (
             return_attention_maps and inversion is not None)
         plan, route = EditPlan(edit_method), None
         if editing:
@@ -364,10 +380,14 @@ class AutoEditPipeline(
         batch_size = prompt_embeds.shape[0]
         if not editing:
             scheduler.set_timesteps(num_inference_steps, device=device)
+        branch_rules = None
         if editing:
-            latents = scheduler.begin(state)
+            branch_rules = ["coupled"] + [target_rule if target_rule != "anchored" else ("anchored", 0)] * (batch_size - 1)
+            latents = scheduler.begin(state, branch_rules)
         elif inversion is not None:
-            latents = scheduler.begin(repeat_state(inversion.state, batch_size))
+            state = repeat_state(inversion.state, batch_size)
+            branch_rules = self._branch_rules_for_rows(state, inversion.prompt, prompt, target_rule)
+            latents = scheduler.begin(state, branch_rules)
         elif latents is None:
             height = height or self.unet.config.sample_size * self.vae_scale_factor
             width = width or self.unet.config.sample_size * self.vae_scale_factor
@@ -381,11 +401,15 @@ class AutoEditPipeline(
         timesteps = scheduler.timesteps
         num_steps = (len(timesteps) + 1) // 2  # one auxiliary and one primary evaluation per step
         control = attention_control(self.unet, controller) if controller is not None else nullcontext()
+        sync_gaps = []
         with control, self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if controller is not None:
                     controller.set_step(i // 2, num_steps)
-                latents = scheduler.step(model_fn(latents, t), t, latents, return_dict=False)[0]
+                step = scheduler.step(model_fn(latents, t), t, latents)
+                latents = step.prev_sample
+                if step.sync_gap is not None:
+                    sync_gaps.append(step.sync_gap)
                 if local_blend is not None:
                     if i + 1 < len(timesteps):  # both latents of the dual state, then hand out the blended one
                         state = scheduler.state
@@ -408,8 +432,13 @@ class AutoEditPipeline(
                 progress_bar.update()
 
         source_latents, attention_maps = None, None
+        sync_gap = torch.stack(sync_gaps) if sync_gaps else None
         if editing:
             source_latents, latents = latents[:1], latents[1:]
+            sync_gap = sync_gap[:, 1:]
+        parameters = dict(plan.parameters)
+        if branch_rules is not None:  # the rule rows with a changed prompt followed
+            parameters["target_rule"] = target_rule
         if plan.store is not None and return_attention_maps:
             first = 1 if editing else 0
             attention_maps = [plan.store.token_maps(self.tokenizer, text, prompt_index=index)
@@ -425,10 +454,37 @@ class AutoEditPipeline(
             return (images, latents, has_nsfw)
         return AutoEditPipelineOutput(
             images=images, latents=latents, nsfw_content_detected=has_nsfw, source_latents=source_latents,
-            edit_method=edit_method, edit_parameters=plan.parameters, attention_maps=attention_maps,
+            edit_method=edit_method, edit_parameters=parameters, attention_maps=attention_maps, sync_gap=sync_gap,
             source_prompt=prompt[0] if editing else None, edit_task=route and route.task,
             task_probabilities=route and route.probabilities, task_rule=route and route.rule,
         )
+
+    @staticmethod
+    def _branch_rules_for_rows(state: DualScheduleState, inverted_prompts: list[str], prompt, target_rule: str):
+        """Rows of a multi-image inversion: coupled where the prompt is the row's own inversion prompt (exact),
+        ``target_rule`` elsewhere; "anchored" rows anchor to a coupled row inverted from the same image."""
+        if prompt is None:  # prompt_embeds: nothing says which row is a source
+            return None
+        prompts = as_prompt_list(prompt)
+        if len(inverted_prompts) == 1:
+            inverted_prompts = inverted_prompts * len(prompts)
+        coupled = [i for i, (text, own) in enumerate(zip(prompts, inverted_prompts)) if text == own]
+        rules = []
+        for row, (text, own) in enumerate(zip(prompts, inverted_prompts)):
+            if text == own:
+                rules.append("coupled")
+            elif target_rule != "anchored":
+                rules.append(target_rule)
+            else:
+                same_image = [j for j in coupled if torch.equal(state.primary[j], state.primary[row])
+                              and torch.equal(state.auxiliary[j], state.auxiliary[row])]
+                if not same_image:
+                    raise ValueError(
+                        f"target_rule='anchored' needs, for prompt {row} ({text!r}), a row that samples the same "
+                        "inverted image with its own inversion prompt; add one, or pass target_rule='midpoint', "
+                        "'ddim' or 'coupled'.")
+                rules.append(("anchored", same_image[0]))
+        return rules
 
     def route_edit(self, source_prompt: str, target_prompt: str, task_methods: dict[str, str] | None = None
                    ) -> EditRoute:

@@ -17,6 +17,25 @@ keeps two latents: a *primary* one on the schedule t_0 < t_1 < … and an *auxil
 Eq. 13 is the algebraic inverse of Eq. 11, and Eq. 14 of Eq. 12, *given the same ε*; the ε comes from the
 other latent, which sampling has already restored. So sampling retraces inversion step by step
 (Proposition 1 of the supplement).
+
+**Why a changed prompt needs another rule.** In x̄ = z/√ᾱ and σ = √(1−ᾱ)/√ᾱ a DDIM move is
+x̄_to = x̄_from + (σ_to − σ_from)·ε, so Eq. 13/14 is the leapfrog (staggered two-step midpoint)
+integrator of dx̄/dσ = ε on the merged grid t_{N−1} > τ_{N−2} > t_{N−2} > … . Leapfrog is exactly
+reversible, which makes reconstruction bitwise, but it carries a parasitic mode: the two chains drift
+apart. Inversion cancels that mode for the source prompt only; a target prompt feeds it about
+Δσ·(ε_target − ε_source) at every step, and the edit falls apart (the *sync gap*, below, grows by 20×
+over 25 steps on the Shapes UNet). Sampling therefore takes a *branch rule* per batch row. Writing
+``coupled`` for the row's Eq. 13/14 update and ``chain`` for one plain DDIM move of the latent just
+evaluated to the next timestep of ``timesteps`` (the finer, interleaved grid)::
+
+    coupled      z_next = Eq. 13 / Eq. 14                        (the paper, Fig. 3c; exact for the source)
+    ddim         z_next = chain                                   (one DDIM chain from z̄ᵃ(τ_max))
+    midpoint     z̄ᵖ by Eq. 13, z̄ᵃ = chain from z̄ᵖ               (explicit midpoint: z̄ᵃ re-derived each step)
+    anchored(j)  z_next = coupled_j + (chain − chain_j)           (row j's exact path + a DDIM-propagated offset)
+
+``anchored`` keeps the target's difference from its source row j on a single DDIM chain, which has no
+parasitic mode, while the source part follows the exact path; with target = source the offset is exactly
+zero and the row returns row j bit for bit. It costs no extra model call.
 """
 
 from __future__ import annotations
@@ -39,6 +58,38 @@ TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 # inputs: the affine updates are exact inverses up to float64 round-off, which vanishes when the latent is
 # cast to the model's dtype.
 CARRY_DTYPE = torch.float64
+BRANCH_RULES = ("coupled", "anchored", "midpoint", "ddim")
+
+
+def resolve_branch_rules(rules, batch_size: int) -> list[tuple[str, int | None]]:
+    """Per-row ``(rule, anchor row)`` from ``rules``: one entry per row, each a rule name or ("anchored", j).
+
+    A bare "anchored" anchors to the first coupled row. None means every row coupled (the paper)."""
+    if rules is None:
+        return [("coupled", None)] * batch_size
+    if isinstance(rules, (str, tuple)) or not hasattr(rules, "__len__") or len(rules) != batch_size:
+        raise ValueError(f"branch_rules must be a list with one rule per batch row ({batch_size}), got {rules!r}.")
+    names = [rule[0] if isinstance(rule, tuple) and len(rule) == 2 else rule for rule in rules]
+    for i, name in enumerate(names):
+        if name not in BRANCH_RULES:
+            raise ValueError(f"branch_rules[{i}] must be one of {', '.join(BRANCH_RULES)} or ('anchored', row), "
+                             f"got {rules[i]!r}.")
+    coupled = [i for i, name in enumerate(names) if name == "coupled"]
+    resolved = []
+    for i, (name, rule) in enumerate(zip(names, rules)):
+        anchor = None
+        if name == "anchored":
+            if not coupled:
+                raise ValueError(f"branch_rules[{i}] is 'anchored' but no row is 'coupled' to anchor it to; make the "
+                                 "source row 'coupled'.")
+            anchor = rule[1] if isinstance(rule, tuple) else coupled[0]
+            if isinstance(anchor, bool) or not isinstance(anchor, int) or anchor not in coupled:
+                raise ValueError(f"branch_rules[{i}] anchors to row {anchor!r}, which must be a 'coupled' row of the "
+                                 f"batch (coupled rows: {coupled}).")
+        elif isinstance(rule, tuple):
+            raise ValueError(f"branch_rules[{i}]: only 'anchored' takes a row, got {rule!r}.")
+        resolved.append((name, anchor))
+    return resolved
 
 
 @dataclass
@@ -75,10 +126,14 @@ class DualScheduleSchedulerOutput(BaseOutput):
         prev_sample: the next latent to evaluate (alternately primary and auxiliary), or the clean
             latent after the last step.
         pred_original_sample: x̂₀ estimated from the latent the model just evaluated.
+        sync_gap: per row, the RMS of the evaluated latent minus the other latent moved to the evaluated
+            timestep by one DDIM step with the same ε: how far the two chains have drifted apart (zero for
+            one DDIM chain up to Δσ·Δε; it grows on a target row sampled with the coupled rule).
     """
 
     prev_sample: torch.Tensor
     pred_original_sample: torch.Tensor | None = None
+    sync_gap: torch.Tensor | None = None
 
 
 class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
@@ -160,6 +215,7 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         self._handed_out = None
         self._step_index = None
         self._from_noise = False
+        self._branch_rules = None
 
     # ------------------------------------------------------------------ schedules
 
@@ -286,12 +342,14 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         return DualScheduleState(primary=primary, auxiliary=aux, timesteps=self.timesteps.cpu(), model_dtype=latents.dtype)
 
     @torch.no_grad()
-    def sample(self, state: DualScheduleState, model_fn: ModelFn, progress_bar=None) -> torch.Tensor:
+    def sample(self, state: DualScheduleState, model_fn: ModelFn, progress_bar=None,
+               branch_rules=None) -> torch.Tensor:
         """Dual state → clean latents (Eq. 13 and 14); the exact inverse of `invert` for the same
-        ``model_fn``. With another ``model_fn`` (another prompt) it edits directly (paper Fig. 3c).
+        ``model_fn``. With another ``model_fn`` (another prompt) it edits: directly (paper Fig. 3c) with the
+        default coupled rule, or with the ``branch_rules`` of `begin`.
 
         This is literally the diffusers denoising loop over ``timesteps`` with `step`."""
-        sample = self.begin(state)
+        sample = self.begin(state, branch_rules)
         steps = self.timesteps
         for t in progress_bar(steps) if progress_bar else steps:
             sample = self.step(model_fn(sample, t), t, sample).prev_sample
@@ -308,13 +366,17 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
     # what was handed out: the caller replaced the latent (a ``callback_on_step_end`` edit). In-place
     # edits of `state` are kept as they are; `model_input()` hands out the edited latent.
 
-    def begin(self, state: DualScheduleState) -> torch.Tensor:
+    def begin(self, state: DualScheduleState, branch_rules=None) -> torch.Tensor:
         """Seed the next sampling loop with an inverted state; returns the first latent to feed the model.
 
         It survives the pipeline's own ``set_timesteps`` call, so a stock diffusers pipeline can edit from
         an inversion: ``pipe(prompt, latents=scheduler.begin(state), num_inference_steps=N)`` with the N used
-        for inversion (checked when the loop starts)."""
+        for inversion (checked when the loop starts).
+
+        ``branch_rules``: one rule per batch row (see the module docstring), e.g. ``["coupled", "anchored"]``
+        for [source, target]; None keeps every row coupled, the paper's rule."""
         self._check_state(state, check_schedule=False)
+        self._branch_rules = resolve_branch_rules(branch_rules, state.batch_size)
         self._pending_state = state
         self._state, self._step_index = None, None
         self._handed_out = state.model_input()
@@ -366,7 +428,8 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         return_dict: bool = True,
     ) -> DualScheduleSchedulerOutput | tuple:
         """One sampling step of the dual schedule: Eq. 13 after an evaluation at an auxiliary timestep,
-        Eq. 14 after one at a primary timestep.
+        Eq. 14 after one at a primary timestep, for rows on the coupled rule; other rows follow their branch
+        rule (see `begin`).
 
         ``sample`` is the latent the model just evaluated. If it is not the latent this scheduler handed
         out last, the caller replaced it and it replaces the carried float64 latent; otherwise the carry is
@@ -390,6 +453,7 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         if self._handed_out is None or not torch.equal(sample, self._handed_out.to(sample.device)):
             setattr(state, branch, sample.to(state.primary.device, CARRY_DTYPE))
         evaluated = getattr(state, branch)
+        gap = None
         if self._from_noise:  # one plain DDIM chain down the interleaved timesteps (see `_start_loop`)
             eval_t = self._order[i]
             following = self._order[i + 1] if i + 1 < len(self._order) else None
@@ -401,17 +465,18 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
             # to t_k; a primary evaluation is at t_{k+1} and moves z̃ᵃ from τ_{k+1} to τ_k.
             k = (len(self.timesteps) - 1 - i) // 2
             t, tau = self._t, self._tau  # ascending
-            eval_t = tau[k] if branch == "auxiliary" else t[k + 1]
-            eps = self._to_epsilon(model_output.to(evaluated.device), evaluated, eval_t)
             if branch == "auxiliary":
-                state.primary = self._ddim_move(state.primary, eps, t[k + 1], t[k])  # Eq. 13
-                if k == 0:  # last step: undo the start of `invert` with the same ε(z̃ᵃ(τ_0), τ_0)
-                    prev = self._ddim_move(state.primary, eps, t[0], None)
-                else:
-                    prev = state.primary
+                eval_t, other_t, next_t, other = tau[k], t[k + 1], t[k], state.primary
             else:
-                state.auxiliary = self._ddim_move(state.auxiliary, eps, tau[k + 1], tau[k])  # Eq. 14
-                prev = state.auxiliary
+                eval_t, other_t, next_t, other = t[k + 1], tau[k + 1], tau[k], state.auxiliary
+            eps = self._to_epsilon(model_output.to(evaluated.device), evaluated, eval_t)
+            gap = (evaluated - self._ddim_move(other, eps, other_t, eval_t)).flatten(1).pow(2).mean(1).sqrt()
+            moved = self._next_latent(self._ddim_move(other, eps, other_t, next_t),  # Eq. 13 / Eq. 14
+                                      self._ddim_move(evaluated, eps, eval_t, next_t), branch)  # one DDIM move
+            setattr(state, "primary" if branch == "auxiliary" else "auxiliary", moved)
+            prev = moved
+            if branch == "auxiliary" and k == 0:  # last step: undo the start of `invert` with the same ε(z̃ᵃ(τ_0), τ_0)
+                prev = self._ddim_move(moved, eps, t[0], None)
         alpha = self._alpha(eval_t)
         x0 = (evaluated - (1 - alpha).sqrt() * eps) / alpha.sqrt()
         self._step_index += 1
@@ -420,7 +485,18 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         self._handed_out = prev_sample
         if not return_dict:
             return (prev_sample, x0)
-        return DualScheduleSchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
+        return DualScheduleSchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0, sync_gap=gap)
+
+    def _next_latent(self, coupled: torch.Tensor, chain: torch.Tensor, branch: str) -> torch.Tensor:
+        """Each row's next latent by its branch rule (module docstring), from the coupled update (Eq. 13/14)
+        and the one-chain DDIM move of the latent just evaluated."""
+        moved = coupled.clone()
+        for row, (rule, anchor) in enumerate(self._branch_rules):
+            if rule == "ddim" or (rule == "midpoint" and branch == "primary"):
+                moved[row] = chain[row]
+            elif rule == "anchored":  # the anchor's exact path plus this row's offset from it on one DDIM chain
+                moved[row] = coupled[anchor] + (chain[row] - chain[anchor])
+        return moved
 
     def _start_loop(self, sample: torch.Tensor):
         """Take the state seeded by `begin`, or start from noise with both latents set to ``sample``.
@@ -432,6 +508,7 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         seeded, self._pending_state = self._pending_state, None
         self._from_noise = seeded is None
         if seeded is None:
+            self._branch_rules = None  # from noise there are no branches: one plain DDIM chain
             z = sample.to(self._carry_device(sample), CARRY_DTYPE)
             seeded = DualScheduleState(primary=z, auxiliary=z.clone(), timesteps=self.timesteps.cpu(),
                                        model_dtype=sample.dtype)
