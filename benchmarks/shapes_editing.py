@@ -1,150 +1,225 @@
-"""The editing methods on the Shapes world: each method on DSI and on DDIM inversion, per edit category,
-and ``auto`` (the task classifier picks the method): the DSI paper's Table 5 at toy scale.
+"""Editing on exact inversion, on the Shapes world: each method on DSI under each target-branch rule and on
+the peers' inversions (DDIM, Direct Inversion, null-text), with intervals; the DSI paper's Tables 3 and 5.
 
-Test-split edits (seeded, never seen in training) are made with the shipped Shapes text-to-image
-pipeline: the input scene is rendered, inverted with its exact caption, and edited towards the edited
-caption by each method, on DSI (N steps) and on DDIM inversion (2N − 2 steps, the same UNet budget). The
-Shapes evaluator judges each output against the true edited scene: success (the asked change happened and
-nothing else changed), preserved (nothing else changed), PSNR outside the changed region.
+Reads the per-edit records of `shapes_editing_runs.py` (run it first, on the validation and the test
+split) and:
 
-The DSI paper assigns P2P to object replacement and scene editing, MasaCtrl to action editing and SDEdit
-to object adding and style editing, and expects the assigned method to win its categories and DSI to
-preserve better than DDIM, and ``auto`` to beat every single method on average (Table 5). This script
-measures; RESULTS.md reports what it finds. ``auto`` on DDIM runs the method the router chose for DSI.
+1. chooses on **validation** the default target-branch rule (highest success over all methods; ties go
+   to preservation, then PSNR outside) and ``auto``'s task → method table (per task the router decides,
+   the method with the most successes under that rule);
+2. reports on **test**: every (inversion, method) with Wilson 95 % intervals, ``auto`` with the paper's
+   table and with the validation table (read off the single-method records of the same edits: ``auto``
+   runs exactly the method it reports), per-category success, and paired comparisons on the same edits
+   (success difference with a bootstrap interval and McNemar's exact p; PSNR-outside difference with a
+   bootstrap interval);
+3. draws the mean sync gap per step for each rule (``docs/images/shapes-sync-gap.png``) and a grid of
+   examples (``docs/images/shapes-editing.png``).
 
-    .venv/bin/python benchmarks/shapes_editing.py --threads 2
+    .venv/bin/python benchmarks/shapes_editing.py
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
-import torch
-from tqdm.auto import tqdm
 
-from diffusers_uip2p.attention import draw_token_maps
-from diffusers_uip2p.evaluation import ddim_steps_for_same_budget
-from diffusers_uip2p.evaluation.edit_baselines import ddim_edit
-from diffusers_uip2p.evaluation.editors import weights_fingerprint
 from diffusers_uip2p.classifier import DEFAULT_TASK_METHODS
-from diffusers_uip2p.pipelines.editing import EDIT_METHODS
-from diffusers_uip2p.shapes import CATEGORIES, render
-from diffusers_uip2p.shapes.dataset import split_edits
-from diffusers_uip2p.shapes.evaluator import aggregate, judge_edit
-from diffusers_uip2p.shapes.pretrained import load_shapes_pipeline
+from diffusers_uip2p.evaluation.intervals import compare_paired, paired_bootstrap, wilson_interval
+from diffusers_uip2p.shapes import CATEGORIES
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = (*EDIT_METHODS, "auto")
+RUNS = ROOT / "benchmarks" / "results" / "shapes-editing"
+RULE_COLOURS = {"coupled": (214, 39, 40), "anchored": (31, 119, 180), "midpoint": (44, 160, 44), "ddim": (148, 103, 189)}
 
 
-@torch.no_grad()
-def edit_both_ways(pipe, edit, method: str, args) -> tuple[dict[str, PIL.Image.Image], str | None]:
-    """The edit on DSI and on DDIM, and (for ``auto``) the task the router decided."""
-    source, target = edit.input_caption, edit.edited_caption
-    image = render(edit.source)
-    dsi = pipe(target, image=image, source_prompt=source, edit_method=method, num_inference_steps=args.steps,
-               guidance_scale=args.guidance_scale, output_type="latent")
-    _, ddim, _ = ddim_edit(pipe, pipe.encode_images(pipe.preprocess_images(image)), [source, target],
-                           ddim_steps_for_same_budget(args.steps), args.guidance_scale, dsi.edit_method)
-    images = {"dsi": pipe.decode_latents_to_images(dsi.latents)[0], "ddim": pipe.decode_latents_to_images(ddim)[0]}
-    return images, dsi.edit_task
+def load_records(folder: Path) -> list[dict]:
+    records = [json.loads(line) for path in sorted(folder.glob("records-*.jsonl")) for line in path.read_text().splitlines()]
+    if not records:
+        raise SystemExit(f"no records in {folder}; run benchmarks/shapes_editing_runs.py first.")
+    settings = {(r["weights"], r["steps"], r["guidance_scale"]) for r in records}
+    if len(settings) != 1:
+        raise SystemExit(f"{folder} mixes records of several weights or settings: {sorted(settings)}.")
+    return sorted(records, key=lambda r: r["index"])
 
 
-def markdown(summary: dict) -> str:
-    lines = ["| category | method | DSI success | DDIM success | DSI preserved | DDIM preserved | "
-             "DSI PSNR outside (dB) | DDIM PSNR outside (dB) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for category in [*CATEGORIES, "all"]:
-        for method in METHODS:
-            d, m = summary["dsi"][method].get(category), summary["ddim"][method].get(category)
-            if d is None:
-                continue
-            mark = " (assigned)" if DEFAULT_TASK_METHODS.get(category) == method else ""
-            lines.append(f"| {category} (n={d['count']}) | {method}{mark} | {d['success']:.2f} | {m['success']:.2f} | "
-                         f"{d['preserved']:.2f} | {m['preserved']:.2f} | {d['psnr_outside']:.1f} | "
-                         f"{m['psnr_outside']:.1f} |")
+def keys(records: list[dict]) -> list[str]:
+    """The (inversion/method) keys every record has."""
+    common = set(records[0]["results"])
+    for record in records[1:]:
+        common &= set(record["results"])
+    return sorted(common)
+
+
+def score(outcomes: list[dict]) -> tuple:
+    """Order for choosing: successes, then preserved, then mean PSNR outside."""
+    psnr = [o["psnr_outside"] for o in outcomes if o["psnr_outside"] is not None and math.isfinite(o["psnr_outside"])]
+    return (sum(o["success"] for o in outcomes), sum(o["preserved"] for o in outcomes), float(np.mean(psnr)) if psnr else -1)
+
+
+def choose_rule(records: list[dict]) -> str:
+    present = keys(records)
+    rules = sorted({key.split("/")[0][4:] for key in present if key.startswith("dsi-")})
+    return max(rules, key=lambda rule: score([r["results"][key] for r in records for key in present
+                                               if key.startswith(f"dsi-{rule}/")]))
+
+
+def choose_routing(records: list[dict], rule: str) -> dict[str, str]:
+    """Per task the router decided on validation, the method that did best there (the paper's otherwise)."""
+    methods = sorted({key.split("/")[1] for key in keys(records) if key.startswith(f"dsi-{rule}/")})
+    table = dict(DEFAULT_TASK_METHODS)
+    for task in sorted({r["task"] for r in records}):
+        routed = [r for r in records if r["task"] == task]
+        table[task] = max(methods, key=lambda m: score([r["results"][f"dsi-{rule}/{m}"] for r in routed]))
+    return table
+
+
+def add_auto(records: list[dict], tables: dict[str, dict[str, str]]) -> None:
+    """``auto`` with each table, for every inversion that ran all the methods a table names."""
+    for record in records:
+        inversions = {key.split("/")[0] for key in record["results"]}
+        for name, table in tables.items():
+            for inversion in inversions:
+                key = f"{inversion}/{table[record['task']]}"
+                if all(f"{inversion}/{m}" in record["results"] for m in set(table.values())):
+                    record["results"][f"{inversion}/auto-{name}"] = {**record["results"][key], "routed_to": table[record["task"]]}
+
+
+def rate(outcomes: list[dict], field: str) -> dict:
+    k, n = sum(o[field] for o in outcomes), len(outcomes)
+    low, high = wilson_interval(k, n)
+    return {"k": k, "n": n, "rate": k / n, "low": low, "high": high}
+
+
+def summarise(records: list[dict]) -> dict:
+    summary = {}
+    for key in keys(records):
+        outcomes = [r["results"][key] for r in records]
+        psnr = [o["psnr_outside"] for o in outcomes if o["psnr_outside"] is not None and math.isfinite(o["psnr_outside"])]
+        by_category = {c: rate([r["results"][key] for r in records if r["category"] == c], "success")
+                       for c in CATEGORIES if any(r["category"] == c for r in records)}
+        summary[key] = {"success": rate(outcomes, "success"), "preserved": rate(outcomes, "preserved"),
+                        "edit_applied": rate(outcomes, "edit_applied"),
+                        "psnr_outside": float(np.mean(psnr)) if psnr else float("nan"), "by_category": by_category}
+    return summary
+
+
+def paired(records: list[dict], a: str, b: str) -> dict:
+    outcomes_a, outcomes_b = [r["results"][a] for r in records], [r["results"][b] for r in records]
+    return {"success": compare_paired([o["success"] for o in outcomes_a], [o["success"] for o in outcomes_b]),
+            "psnr_outside": paired_bootstrap([o["psnr_outside"] for o in outcomes_a],
+                                             [o["psnr_outside"] for o in outcomes_b])}
+
+
+def fmt_rate(r: dict) -> str:
+    return f"{r['k']}/{r['n']} = {r['rate']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
+
+
+def markdown(summary: dict, comparisons: dict) -> str:
+    lines = ["| inversion | method | success [95 % Wilson] | preserved [95 % Wilson] | PSNR outside (dB) |",
+             "|---|---|---|---|---:|"]
+    for key, s in summary.items():
+        inversion, method = key.split("/")
+        lines.append(f"| {inversion} | {method} | {fmt_rate(s['success'])} | {fmt_rate(s['preserved'])} | "
+                     f"{s['psnr_outside']:.1f} |")
+    lines += ["", "| A − B (same edits) | success difference [95 % bootstrap] | A only / B only | McNemar p | "
+              "PSNR outside difference (dB) [95 % bootstrap] |", "|---|---|---|---:|---|"]
+    for name, c in comparisons.items():
+        s, p = c["success"], c["psnr_outside"]
+        lines.append(f"| {name} | {s['mean']:+.2f} [{s['low']:+.2f}, {s['high']:+.2f}] | {s['only_a']} / {s['only_b']} | "
+                     f"{s['mcnemar_p']:.3f} | {p['mean']:+.1f} [{p['low']:+.1f}, {p['high']:+.1f}] |")
     return "\n".join(lines)
 
 
-def picture(examples: list, path: Path, scale: int = 2) -> None:
-    """One row per example: input, true edit, then each method on DSI and on DDIM."""
-    size, header = 64 * scale, 14
-    columns = ["input", "true edit"] + [f"{m} {inv}" for m in METHODS for inv in ("DSI", "DDIM")]
-    grid = PIL.Image.new("RGB", (len(columns) * (size + 2), header + len(examples) * (size + 2)), "white")
-    draw = PIL.ImageDraw.Draw(grid)
-    for c, name in enumerate(columns):
-        draw.text((c * (size + 2) + 2, 1), name, fill="black")
-    for r, images in enumerate(examples):
-        for c, image in enumerate(images):
-            grid.paste(image.resize((size, size), PIL.Image.NEAREST), (c * (size + 2), header + r * (size + 2)))
+def category_markdown(summary: dict, selected: list[str]) -> str:
+    categories = [c for c in CATEGORIES if c in summary[selected[0]]["by_category"]]
+    lines = ["| inversion/method | " + " | ".join(f"{c} (n={summary[selected[0]]['by_category'][c]['n']})"
+                                                 for c in categories) + " |", "|---|" + "---:|" * len(categories)]
+    for key in selected:
+        lines.append(f"| {key} | " + " | ".join(f"{summary[key]['by_category'][c]['rate']:.2f}" for c in categories) + " |")
+    return "\n".join(lines)
+
+
+def sync_gap_picture(records: list[dict], method: str, path: Path) -> None:
+    """Mean sync gap per sampling step (log scale) for each rule, drawn with Pillow."""
+    curves = {}
+    for key in keys(records):
+        if key.startswith("dsi-") and key.endswith(f"/{method}") and "sync_gap" in records[0]["results"][key]:
+            curves[key.split("/")[0][4:]] = np.mean([r["results"][key]["sync_gap"] for r in records], axis=0)
+    width, height, left, top, bottom = 560, 320, 60, 30, 40
+    image = PIL.Image.new("RGB", (width, height), "white")
+    draw = PIL.ImageDraw.Draw(image)
+    values = np.log10(np.concatenate(list(curves.values())))
+    lo, hi = math.floor(values.min()), math.ceil(values.max())
+    steps = len(next(iter(curves.values())))
+    x_of = lambda i: left + i / (steps - 1) * (width - left - 20)  # noqa: E731
+    y_of = lambda v: top + (hi - v) / (hi - lo) * (height - top - bottom)  # noqa: E731
+    draw.line([(left, top), (left, height - bottom), (width - 20, height - bottom)], fill="black")
+    for decade in range(lo, hi + 1):
+        draw.text((5, y_of(decade) - 5), f"1e{decade}", fill="black")
+        draw.line([(left - 4, y_of(decade)), (left, y_of(decade))], fill="black")
+    draw.text((left, height - bottom + 8), f"sampling step (1 to {steps}, noisy to clean)", fill="black")
+    draw.text((left, 8), f"mean sync gap of the target row per step, {method}, {len(records)} test edits", fill="black")
+    for n, (rule, curve) in enumerate(sorted(curves.items())):
+        colour = RULE_COLOURS.get(rule, (0, 0, 0))
+        draw.line([(x_of(i), y_of(math.log10(v))) for i, v in enumerate(curve)], fill=colour, width=2)
+        draw.text((left + 10, top + 5 + 14 * n), rule, fill=colour)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-
-
-@torch.no_grad()
-def attention_picture(pipe, edit, args, path: Path) -> None:
-    """Per-token cross-attention of the target prompt during a P2P edit, drawn over the edited image."""
-    out = pipe(edit.edited_caption, image=render(edit.source), source_prompt=edit.input_caption, edit_method="p2p",
-               num_inference_steps=args.steps, guidance_scale=args.guidance_scale, return_attention_maps=True)
-    draw_token_maps(out.images[0], out.attention_maps[0], cell_size=96, columns=10).save(path)
+    image.save(path)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--num-edits", type=int, default=50)
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--guidance-scale", type=float, default=5.0)
-    parser.add_argument("--model", help="pipeline folder (default: the shipped Shapes pipeline)")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--runs", default=str(RUNS))
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "shapes-editing.json"))
-    parser.add_argument("--picture", default=str(ROOT / "docs" / "images" / "shapes-editing.png"))
-    parser.add_argument("--attention-picture", default=str(ROOT / "docs" / "images" / "shapes-attention.png"))
+    parser.add_argument("--sync-gap-picture", default=str(ROOT / "docs" / "images" / "shapes-sync-gap.png"))
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from diffusers_uip2p import AutoEditPipeline
 
-    pipe = AutoEditPipeline.from_pretrained(args.model) if args.model else load_shapes_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    edits = split_edits("test", args.num_edits)
-    judgements = {inv: {m: [] for m in METHODS} for inv in ("dsi", "ddim")}
-    routed = []  # (true category, task the router decided)
-    examples, shown = [], set()
-    start = time.time()
-    for edit in tqdm(edits, desc="edits"):
-        row = [render(edit.source), render(edit.target)]
-        for method in METHODS:
-            outputs, task = edit_both_ways(pipe, edit, method, args)
-            if method == "auto":
-                routed.append((edit.category, task))
-            for inv, image in outputs.items():
-                judgements[inv][method].append(judge_edit(edit.source, edit.instruction, image, edit.category))
-                row.append(image)
-        if edit.category not in shown:
-            shown.add(edit.category)
-            examples.append(row)
-    summary = {inv: {m: aggregate(js) for m, js in by_method.items()} for inv, by_method in judgements.items()}
-    router = "classifier" if pipe.task_classifier is not None else "rules"
-    routing_accuracy = sum(true == task for true, task in routed) / len(routed)
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "split": "test",
-              "num_edits": args.num_edits, "steps": args.steps, "ddim_steps": ddim_steps_for_same_budget(args.steps),
-              "guidance_scale": args.guidance_scale, "weights": weights_fingerprint(pipe),
-              "seconds": time.time() - start, "summary": summary,
-              "assigned": DEFAULT_TASK_METHODS, "router": router, "routing_accuracy": routing_accuracy,
-              "torch_threads": torch.get_num_threads()}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2, default=float) + "\n")
-    picture(examples, Path(args.picture))
-    attention_picture(pipe, next(e for e in edits if e.kind == "colour_change"), args, Path(args.attention_picture))
-    print(markdown(summary))
-    print(f"auto routed by {router}: task right for {routing_accuracy:.2f} of {len(routed)} edits")
-    print(f"wrote {args.output}, {args.picture} and {args.attention_picture}")
+    validation = load_records(Path(args.runs) / "validation")
+    rule = choose_rule(validation)
+    routing = choose_routing(validation, rule)
+    test = load_records(Path(args.runs) / "test")
+    if test[0]["weights"] != validation[0]["weights"]:
+        raise SystemExit("validation and test records were measured with different weights.")
+    add_auto(test, {"paper": DEFAULT_TASK_METHODS, "validation": routing})
+    add_auto(validation, {"paper": DEFAULT_TASK_METHODS, "validation": routing})
+    summary = summarise(test)
+    default = f"dsi-{rule}"
+    comparisons = {}
+    for method in ["direct", "p2p", "masactrl", "sdedit", "auto-paper", "auto-validation"]:
+        for other in ["ddim", "dsi-coupled", "direct_inversion", "null_text"]:
+            if f"{default}/{method}" in summary and f"{other}/{method}" in summary:
+                comparisons[f"{default}/{method} − {other}/{method}"] = paired(test, f"{default}/{method}",
+                                                                              f"{other}/{method}")
+    best_single = max(["direct", "p2p", "masactrl", "sdedit"], key=lambda m: summary[f"{default}/{m}"]["success"]["k"])
+    for table in ["auto-paper", "auto-validation"]:
+        comparisons[f"{default}/{table} − {default}/{best_single} (best single method)"] = paired(
+            test, f"{default}/{table}", f"{default}/{best_single}")
+    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "weights": test[0]["weights"],
+              "steps": test[0]["steps"], "ddim_steps": test[0]["ddim_steps"], "guidance_scale": test[0]["guidance_scale"],
+              "num_validation_edits": len(validation), "num_test_edits": len(test),
+              "chosen_on_validation": {"target_rule": rule, "task_methods": routing,
+                                       "rule_scores": {r: score([v["results"][k] for v in validation for k in keys(validation)
+                                                                 if k.startswith(f"dsi-{r}/") and "auto" not in k])
+                                                       for r in sorted({k.split('/')[0][4:] for k in keys(validation)
+                                                                        if k.startswith('dsi-')})}},
+              "routing_accuracy": float(np.mean([r["task"] == r["category"] for r in test])),
+              "summary": summary, "comparisons": comparisons,
+              "validation_summary": summarise(validation)}
+    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    sync_gap_picture(test, "p2p", Path(args.sync_gap_picture))
+    print(f"chosen on {len(validation)} validation edits: target_rule={rule}, task_methods={routing}")
+    print(markdown(summary, comparisons))
+    print()
+    print(category_markdown(summary, [f"{default}/{m}" for m in ("direct", "p2p", "masactrl", "sdedit", "auto-validation")]
+                            + [f"ddim/{m}" for m in ("direct", "p2p", "masactrl", "sdedit", "auto-validation")]))
+    print(f"wrote {args.output} and {args.sync_gap_picture}")
     return result
 
 

@@ -183,8 +183,13 @@ class AutoEditPipeline(
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("Give exactly one of `prompt` and `prompt_embeds`.")
         if target_rule is not None:
-            if target_rule not in BRANCH_RULES:
-                raise ValueError(f"`target_rule` must be one of {', '.join(BRANCH_RULES)}, got {target_rule!r}.")
+            rules = [target_rule] if isinstance(target_rule, str) else target_rule
+            if not isinstance(rules, (list, tuple)) or any(rule not in BRANCH_RULES for rule in rules):
+                raise ValueError(f"`target_rule` must be one of {', '.join(BRANCH_RULES)}, or a list of them (one per "
+                                 f"prompt), got {target_rule!r}.")
+            if not isinstance(target_rule, str) and prompt is not None and len(rules) != len(as_prompt_list(prompt)):
+                raise ValueError(f"`target_rule` lists {len(rules)} rules for {len(as_prompt_list(prompt))} prompts; "
+                                 "give one rule, or one per prompt.")
             if inversion is None and image is None:
                 raise ValueError("`target_rule` applies to edits of an inverted image (give `inversion`, or `image` "
                                  "and `source_prompt`); generation from noise walks one DDIM chain.")
@@ -257,7 +262,7 @@ class AutoEditPipeline(
         source_prompt: str | None = None,
         edit_method: str = "direct",
         task_methods: dict[str, str] | None = None,
-        target_rule: str | None = None,
+        target_rule: str | list[str] | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         negative_prompt: str | list[str] | None = None,
@@ -305,8 +310,9 @@ class AutoEditPipeline(
             task_methods: with "auto", overrides of the task → method table, e.g. {"style_editing": "p2p"}.
             target_rule: how rows with a changed prompt move on the dual schedule (`DualScheduleInversionScheduler`
                 module docstring): "anchored", "midpoint", "ddim" or "coupled" (the paper's rule, which lets the
-                edit fall apart); None takes ``DEFAULT_TARGET_RULE``, chosen on the Shapes validation split. The
-                source row and rows with the inversion's own prompt are always coupled, and exact.
+                edit fall apart), or a list with one rule per prompt; None takes ``DEFAULT_TARGET_RULE``, chosen
+                on the Shapes validation split. The source row and rows with the inversion's own prompt are
+                always coupled, and exact.
             num_inference_steps: defaults to the inversion's (and must equal it); 50 otherwise.
             guidance_scale: defaults to the inversion's; 7.5 otherwise.
             negative_prompt: defaults to the inversion's.
@@ -343,6 +349,8 @@ class AutoEditPipeline(
         guidance_scale = 7.5 if guidance_scale is None else guidance_scale
 
         target_rule = DEFAULT_TARGET_RULE if target_rule is None else target_rule
+        row_rules = None if prompt is None else (
+            [target_rule] * len(as_prompt_list(prompt)) if isinstance(target_rule, str) else list(target_rule))
         # A single-image inversion sampled with another prompt is an edit: it gets a source row to anchor to.
         changed = inversion is not None and prompt is not None and inversion.state.batch_size == 1 and any(
             text != inversion.prompt[0] for text in as_prompt_list(prompt))
@@ -382,11 +390,11 @@ class AutoEditPipeline(
             scheduler.set_timesteps(num_inference_steps, device=device)
         branch_rules = None
         if editing:
-            branch_rules = ["coupled"] + [target_rule if target_rule != "anchored" else ("anchored", 0)] * (batch_size - 1)
+            branch_rules = ["coupled"] + [rule if rule != "anchored" else ("anchored", 0) for rule in row_rules]
             latents = scheduler.begin(state, branch_rules)
         elif inversion is not None:
             state = repeat_state(inversion.state, batch_size)
-            branch_rules = self._branch_rules_for_rows(state, inversion.prompt, prompt, target_rule)
+            branch_rules = self._branch_rules_for_rows(state, inversion.prompt, prompt, row_rules)
             latents = scheduler.begin(state, branch_rules)
         elif latents is None:
             height = height or self.unet.config.sample_size * self.vae_scale_factor
@@ -460,9 +468,9 @@ class AutoEditPipeline(
         )
 
     @staticmethod
-    def _branch_rules_for_rows(state: DualScheduleState, inverted_prompts: list[str], prompt, target_rule: str):
+    def _branch_rules_for_rows(state: DualScheduleState, inverted_prompts: list[str], prompt, row_rules):
         """Rows of a multi-image inversion: coupled where the prompt is the row's own inversion prompt (exact),
-        ``target_rule`` elsewhere; "anchored" rows anchor to a coupled row inverted from the same image."""
+        the row's rule elsewhere; "anchored" rows anchor to a coupled row inverted from the same image."""
         if prompt is None:  # prompt_embeds: nothing says which row is a source
             return None
         prompts = as_prompt_list(prompt)
@@ -470,11 +478,11 @@ class AutoEditPipeline(
             inverted_prompts = inverted_prompts * len(prompts)
         coupled = [i for i, (text, own) in enumerate(zip(prompts, inverted_prompts)) if text == own]
         rules = []
-        for row, (text, own) in enumerate(zip(prompts, inverted_prompts)):
+        for row, (text, own, rule) in enumerate(zip(prompts, inverted_prompts, row_rules)):
             if text == own:
                 rules.append("coupled")
-            elif target_rule != "anchored":
-                rules.append(target_rule)
+            elif rule != "anchored":
+                rules.append(rule)
             else:
                 same_image = [j for j in coupled if torch.equal(state.primary[j], state.primary[row])
                               and torch.equal(state.auxiliary[j], state.auxiliary[row])]
