@@ -12,8 +12,9 @@ split) and:
    runs exactly the method it reports), per-category success, and paired comparisons on the same edits
    (success difference with a bootstrap interval and McNemar's exact p; PSNR-outside difference with a
    bootstrap interval);
-3. draws the mean sync gap per step for each rule (``docs/images/shapes-sync-gap.png``) and a grid of
-   examples (``docs/images/shapes-editing.png``).
+3. draws the mean sync gap per step for each rule (``docs/images/shapes-sync-gap.png``), a grid of
+   examples (``docs/images/shapes-editing.png``: ``auto`` on DSI coupled, DSI with the chosen rule and DDIM)
+   and P2P's attention maps on one colour change (``docs/images/shapes-attention.png``).
 
     .venv/bin/python benchmarks/shapes_editing.py
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
+import torch
 
 from diffusers_uip2p.classifier import DEFAULT_TASK_METHODS
 from diffusers_uip2p.evaluation.intervals import compare_paired, paired_bootstrap, wilson_interval
@@ -174,11 +176,54 @@ def sync_gap_picture(records: list[dict], method: str, path: Path) -> None:
     image.save(path)
 
 
+@torch.no_grad()
+def example_pictures(rule: str, routing: dict, args) -> None:
+    """The first test edit of each category: input, true edit, then ``auto`` (validation table) on DSI with the
+    paper's coupled rule, on DSI with ``rule``, and on DDIM; and the P2P attention maps of a colour change."""
+    from diffusers_uip2p.attention import draw_token_maps
+    from diffusers_uip2p.evaluation import ddim_steps_for_same_budget
+    from diffusers_uip2p.evaluation.edit_baselines import baseline_edit
+    from diffusers_uip2p.shapes import render
+    from diffusers_uip2p.shapes.dataset import split_edits
+    from diffusers_uip2p.shapes.pretrained import load_shapes_pipeline
+
+    pipe = load_shapes_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    edits = split_edits("test", 40)
+    firsts = [next(e for e in edits if e.category == c) for c in CATEGORIES if any(e.category == c for e in edits)]
+    columns = ["input", "true edit", "DSI coupled", f"DSI {rule}", "DDIM"]
+    size, header, label = 128, 14, 130
+    grid = PIL.Image.new("RGB", (label + len(columns) * (size + 2), header + len(firsts) * (size + 2)), "white")
+    draw = PIL.ImageDraw.Draw(grid)
+    for c, name in enumerate(columns):
+        draw.text((label + c * (size + 2) + 2, 1), name, fill="black")
+    for r, edit in enumerate(firsts):
+        image, settings = render(edit.source), dict(num_inference_steps=25, guidance_scale=5.0)
+        method = pipe.route_edit(edit.input_caption, edit.edited_caption, routing).method  # what auto runs
+        out = pipe([edit.edited_caption] * 2, image=image, source_prompt=edit.input_caption, edit_method=method,
+                   target_rule=["coupled", rule], **settings)
+        _, ddim, _ = baseline_edit(pipe, pipe.encode_images(pipe.preprocess_images(image)),
+                                   [edit.input_caption, edit.edited_caption], ddim_steps_for_same_budget(25), 5.0,
+                                   out.edit_method)
+        row = [image, render(edit.target), *out.images, pipe.decode_latents_to_images(ddim)[0]]
+        draw.text((2, header + r * (size + 2) + 4), f"{edit.category}\n{out.edit_method}", fill="black")
+        for c, picture in enumerate(row):
+            grid.paste(picture.resize((size, size), PIL.Image.NEAREST), (label + c * (size + 2), header + r * (size + 2)))
+    grid.save(args.picture)
+    edit = next(e for e in edits if e.kind == "colour_change")
+    out = pipe(edit.edited_caption, image=render(edit.source), source_prompt=edit.input_caption, edit_method="p2p",
+               target_rule=rule, num_inference_steps=25, guidance_scale=5.0, return_attention_maps=True)
+    draw_token_maps(out.images[0], out.attention_maps[0], cell_size=96, columns=10).save(args.attention_picture)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", default=str(RUNS))
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "shapes-editing.json"))
     parser.add_argument("--sync-gap-picture", default=str(ROOT / "docs" / "images" / "shapes-sync-gap.png"))
+    parser.add_argument("--picture", default=str(ROOT / "docs" / "images" / "shapes-editing.png"))
+    parser.add_argument("--attention-picture", default=str(ROOT / "docs" / "images" / "shapes-attention.png"))
+    parser.add_argument("--no-examples", action="store_true", help="skip the example grid (it runs the models)")
     args = parser.parse_args(argv)
 
     validation = load_records(Path(args.runs) / "validation")
@@ -214,6 +259,8 @@ def main(argv=None):
               "validation_summary": summarise(validation)}
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     sync_gap_picture(test, "p2p", Path(args.sync_gap_picture))
+    if not args.no_examples:
+        example_pictures(rule, routing, args)
     print(f"chosen on {len(validation)} validation edits: target_rule={rule}, task_methods={routing}")
     print(markdown(summary, comparisons))
     print()

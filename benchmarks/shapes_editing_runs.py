@@ -63,7 +63,8 @@ def run_edit(pipe, edit, args) -> dict:
             results[f"dsi-{rule}/{method}"] = judged(edit, images[row], sync_gap=gaps)
     clean = pipe.encode_images(pipe.preprocess_images(image))
     for inversion in args.baselines:
-        for method in (args.null_text_methods if inversion == "null_text" else args.methods):
+        methods = {"null_text": args.null_text_methods, "direct_inversion": args.direct_inversion_methods}
+        for method in methods.get(inversion, args.methods):
             _, latents, calls = baseline_edit(pipe, clean, [source, target], ddim_steps_for_same_budget(args.steps),
                                               args.guidance_scale, method, inversion=inversion)
             results[f"{inversion}/{method}"] = judged(edit, pipe.decode_latents_to_images(latents)[0], unet_calls=calls)
@@ -81,6 +82,9 @@ def main(argv=None):
     parser.add_argument("--rules", nargs="+", default=list(BRANCH_RULES), choices=BRANCH_RULES)
     parser.add_argument("--baselines", nargs="*", default=["ddim", "direct_inversion", "null_text"])
     parser.add_argument("--null-text-methods", nargs="*", default=["p2p"], choices=EDIT_METHODS)
+    # Direct Inversion changes only the source row, so its direct and SDEdit targets (which never read the
+    # source) are DDIM's, bit for bit: only the attention methods are worth running.
+    parser.add_argument("--direct-inversion-methods", nargs="*", default=["p2p", "masactrl"], choices=EDIT_METHODS)
     parser.add_argument("--runs", default=str(RUNS))
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)

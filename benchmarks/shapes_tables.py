@@ -4,8 +4,9 @@ Sections (each writes its runs under ``--runs``; rerunning resumes, and ``--sect
 
 * ``reconstruction``: DSI Table 2. PSNR/SSIM of DDIM inversion (2N − 2 steps), Dual-Schedule Inversion
   (N steps, the same UNet calls) and the VAE round trip (the ceiling), on test scenes and their captions.
-* ``editing``: DSI Tables 3 and 5. Each editing method on DDIM inversion and on DSI, and ``auto`` (the task
-  classifier's choice), per category (`benchmarks/shapes_editing.py`).
+* ``editing``: DSI Tables 3 and 5. Each editing method on DSI (each target-branch rule), DDIM inversion,
+  Direct Inversion and null-text inversion, and ``auto``, with intervals: read from
+  `benchmarks/shapes_editing.py`'s result (run it and `shapes_editing_runs.py` first).
 * ``uip2p``: UIP2P Table 3 and its loss ablation. The untrained base (the text-to-image UNet widened to
   8 channels), supervised InstructPix2Pix, UIP2P trained with ERC only, and the ablation steps given with
   ``--ablation``, all editing the same test edits with the same seed. Scored by the Shapes evaluator and
@@ -65,20 +66,25 @@ def reconstruction_section(args) -> str:
 
 
 def editing_section(args) -> str:
-    output = Path(args.runs) / "editing.json"
-    if output.is_file() and json.loads(output.read_text()).get("weights") != weights_fingerprint(load_shapes_pipeline()):
-        raise ValueError(f"{output} was not measured with the shipped Shapes pipeline's weights (or does not say "
-                         "which); delete it to measure them again.")
+    """From `shapes_editing.py`'s result (its per-edit runs take hours on a CPU; they resume)."""
+    output = ROOT / "benchmarks" / "results" / "shapes-editing.json"
     if not output.is_file():
-        shapes_editing.main(["--num-edits", str(args.num_dsi_edits), "--steps", "25", "--output", str(output),
-                             "--picture", str(Path(args.pictures) / "shapes-editing.png"),
-                             "--attention-picture", str(Path(args.pictures) / "shapes-attention.png")])
+        raise SystemExit(f"{output} is missing: run benchmarks/shapes_editing_runs.py on the validation and test "
+                         "splits, then benchmarks/shapes_editing.py.")
     result = json.loads(output.read_text())
-    return (f"### DSI Tables 3 and 5: editing methods on DDIM inversion vs DSI, and `auto` "
-            f"({result['num_edits']} test edits, {result['steps']} DSI steps, DDIM {result['ddim_steps']}, "
-            f"guidance {result['guidance_scale']:g})\n\n{shapes_editing.markdown(result['summary'])}\n\n"
-            f"`auto` routed by the {result['router']}: the task was right for {result['routing_accuracy']:.2f} of "
-            f"the edits. ![methods on DSI and DDIM](../docs/images/shapes-editing.png)")
+    if result.get("weights") != weights_fingerprint(load_shapes_pipeline()):
+        raise ValueError(f"{output} was not measured with the shipped Shapes pipeline's weights; measure again.")
+    chosen = result["chosen_on_validation"]
+    default = f"dsi-{chosen['target_rule']}"
+    methods = ("direct", "p2p", "masactrl", "sdedit", "auto-validation")
+    return (f"### DSI Tables 3 and 5: editing methods on each inversion, and `auto` ({result['num_test_edits']} test "
+            f"edits, {result['steps']} DSI steps, DDIM {result['ddim_steps']}, guidance {result['guidance_scale']:g})\n\n"
+            f"Chosen on {result['num_validation_edits']} validation edits: target rule `{chosen['target_rule']}`, "
+            f"routing {chosen['task_methods']}. The router's task was right for {result['routing_accuracy']:.2f} of "
+            f"the test edits.\n\n{shapes_editing.markdown(result['summary'], result['comparisons'])}\n\n"
+            f"Success per category:\n\n"
+            f"{shapes_editing.category_markdown(result['summary'], [f'{default}/{m}' for m in methods] + [f'ddim/{m}' for m in methods])}"
+            "\n\n![sync gap per step](../docs/images/shapes-sync-gap.png)")
 
 
 def _editor_folders(args, scratch: Path) -> dict[str, Path]:
@@ -203,7 +209,6 @@ def main(argv=None) -> str:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--num-reconstruction", type=int, default=24)
     parser.add_argument("--dsi-steps", type=int, default=50)
-    parser.add_argument("--num-dsi-edits", type=int, default=25)
     parser.add_argument("--num-edits", type=int, default=50, help="test edits of the UIP2P table and Elo")
     parser.add_argument("--edit-steps", type=int, default=50)
     parser.add_argument("--ablation", nargs="*", default=[], metavar="LABEL=FOLDER",

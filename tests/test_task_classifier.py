@@ -193,6 +193,20 @@ def test_routing_table_and_override(pipe):
         pipe.route_edit(SOURCE, TARGET, task_methods={"scene_editing": "magic"})
 
 
+def test_a_pipeline_ships_its_own_routing_table(components, tmp_path):
+    pipe = AutoEditPipeline(**components, task_methods={"object_replacement": "masactrl"})
+    assert pipe.route_edit(SOURCE, TARGET).method == "masactrl"
+    assert pipe.route_edit(SOURCE, TARGET, task_methods="paper").method == "p2p"
+    assert pipe.route_edit(SOURCE, TARGET, task_methods={"object_replacement": "direct"}).method == "direct"
+    pipe.save_pretrained(tmp_path)
+    loaded = AutoEditPipeline.from_pretrained(tmp_path)
+    assert loaded.config.task_methods == {"object_replacement": "masactrl"}
+    with pytest.raises(ValueError, match="must be a dict of task → method or 'paper'"):
+        pipe.route_edit(SOURCE, TARGET, task_methods="mine")
+    with pytest.raises(ValueError, match=r"`task_methods\['object_adding'\]` must be one of"):
+        AutoEditPipeline(**components, task_methods={"object_adding": "nope"})
+
+
 def test_auto_with_a_classifier_records_probabilities(components, inversion):
     pipe = AutoEditPipeline(**components, task_classifier=tiny_classifier())
     pipe.set_progress_bar_config(disable=True)

@@ -53,6 +53,10 @@ class AutoEditPipeline(
                edit_method="auto")   # out.edit_task, out.edit_method: why this method was chosen
     ```
 
+    ``task_methods`` (saved in ``model_index.json``) is the pipeline's own task → method table for
+    ``"auto"``, e.g. chosen on a validation split for its task classifier; tasks it leaves out keep the
+    paper's method.
+
     Optional components: ``task_classifier`` (`EditTaskClassifier` trained on this pipeline's text
     encoder; without it, ``"auto"`` decides by word rules) and ``captioner`` with ``caption_processor``
     (transformers BLIP captioning, e.g. ``Salesforce/blip-image-captioning-base``), which writes the source
@@ -76,6 +80,7 @@ class AutoEditPipeline(
         task_classifier: EditTaskClassifier | None = None,
         captioner: BlipForConditionalGeneration | None = None,
         caption_processor: BlipProcessor | None = None,
+        task_methods: dict[str, str] | None = None,
     ):
         super().__init__()
         if not isinstance(scheduler, DualScheduleInversionScheduler):
@@ -89,6 +94,8 @@ class AutoEditPipeline(
             safety_checker=safety_checker, feature_extractor=feature_extractor, task_classifier=task_classifier,
             captioner=captioner, caption_processor=caption_processor,
         )
+        task_method_table(task_methods)  # a clear error for a bad saved table
+        self.register_to_config(task_methods=task_methods)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if vae is not None else 8
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
@@ -231,7 +238,7 @@ class AutoEditPipeline(
         if task_methods is not None:
             if edit_method != "auto":
                 raise ValueError(f"`task_methods` applies to edit_method='auto' only, got edit_method={edit_method!r}.")
-            task_method_table(task_methods)
+            task_method_table(task_methods, self.config.task_methods)
         for name, size in (("height", height), ("width", width)):
             if size is not None and (size <= 0 or size % self.vae_scale_factor):
                 raise ValueError(f"`{name}` must be a positive multiple of {self.vae_scale_factor}, got {size}.")
@@ -261,7 +268,7 @@ class AutoEditPipeline(
         image=None,
         source_prompt: str | None = None,
         edit_method: str = "direct",
-        task_methods: dict[str, str] | None = None,
+        task_methods: dict[str, str] | str | None = None,
         target_rule: str | list[str] | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
@@ -307,7 +314,9 @@ class AutoEditPipeline(
                 object replacement, scene editing), "masactrl" (mutual self-attention: action editing) or
                 "sdedit" (from an intermediate noise level: object adding, style editing), or "auto": the task
                 classifier (or, without one, word rules) decides the task and the task the method.
-            task_methods: with "auto", overrides of the task → method table, e.g. {"style_editing": "p2p"}.
+            task_methods: with "auto", overrides of the task → method table, e.g. {"style_editing": "p2p"},
+                over the pipeline's own table (``config.task_methods``) and the paper's; "paper" for the
+                paper's table alone (Table 5).
             target_rule: how rows with a changed prompt move on the dual schedule (`DualScheduleInversionScheduler`
                 module docstring): "anchored", "midpoint", "ddim" or "coupled" (the paper's rule, which lets the
                 edit fall apart), or a list with one rule per prompt; None takes ``DEFAULT_TARGET_RULE``, chosen
@@ -494,8 +503,8 @@ class AutoEditPipeline(
                 rules.append(("anchored", same_image[0]))
         return rules
 
-    def route_edit(self, source_prompt: str, target_prompt: str, task_methods: dict[str, str] | None = None
+    def route_edit(self, source_prompt: str, target_prompt: str, task_methods: dict[str, str] | str | None = None
                    ) -> EditRoute:
         """What ``edit_method="auto"`` would do for this prompt pair: the task, how it was decided, the method."""
-        return route_edit(source_prompt, target_prompt, task_method_table(task_methods), self.task_classifier,
-                          self.text_encoder, self.tokenizer)
+        table = task_method_table(task_methods, self.config.task_methods)
+        return route_edit(source_prompt, target_prompt, table, self.task_classifier, self.text_encoder, self.tokenizer)

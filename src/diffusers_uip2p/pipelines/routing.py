@@ -23,10 +23,16 @@ class EditRoute:
     rule: str | None = None  # from the fallback rules
 
 
-def task_method_table(task_methods: dict[str, str] | None) -> dict[str, str]:
-    """The paper's task → method table with the user's overrides applied."""
+def task_method_table(task_methods: dict[str, str] | str | None, shipped: dict[str, str] | None = None
+                      ) -> dict[str, str]:
+    """The task → method table: the paper's, then the pipeline's ``shipped`` table (chosen on a validation
+    split), then the user's overrides; ``task_methods="paper"`` is the paper's table alone."""
+    if task_methods == "paper":
+        return dict(DEFAULT_TASK_METHODS)
+    if isinstance(task_methods, str):
+        raise ValueError(f"`task_methods` must be a dict of task → method or 'paper', got {task_methods!r}.")
     table = dict(DEFAULT_TASK_METHODS)
-    for task, method in (task_methods or {}).items():
+    for task, method in {**(shipped or {}), **(task_methods or {})}.items():
         check_task(task, "task_methods")
         if method not in EDIT_METHODS:
             raise ValueError(f"`task_methods[{task!r}]` must be one of {', '.join(EDIT_METHODS)}, got {method!r}.")
