@@ -12,6 +12,8 @@ import torch
 
 from diffusers_uip2p.cli import build_parser, main
 from diffusers_uip2p.cli.images import resolve_image
+from diffusers_uip2p.pipelines.editing import DEFAULT_TARGET_RULE
+from diffusers_uip2p.shapes.pretrained import shapes_model_path
 
 SUBCOMMANDS = ("edit", "auto-edit", "reconstruct", "train", "evaluate", "convert")
 
@@ -66,11 +68,16 @@ def test_auto_edit_on_a_sample_prints_the_choice(tmp_path, capsys):
               "background")
     assert main(["auto-edit", "striped", target, "--steps", "5", "--output", str(tmp_path), "--scale", "1"]) == 0
     report = json.loads((tmp_path / "auto-edit.json").read_text())
-    assert report["edit_task"] == "object_replacement" and report["edit_method"] == "p2p"
+    shipped = json.loads((shapes_model_path("pipeline") / "model_index.json").read_text())["task_methods"]
+    assert report["edit_task"] == "object_replacement" and report["edit_method"] == shipped["object_replacement"]
     assert report["source_prompt"].startswith("a large yellow hexagon")  # the sample's own caption
     assert PIL.Image.open(tmp_path / "auto-edit-grid.png").size == (2 * 64, 64)
+    assert report["edit_parameters"]["target_rule"] == DEFAULT_TARGET_RULE
     out = capsys.readouterr().out
-    assert "edit_method: p2p" in out and "edit_task: object_replacement" in out
+    assert f"edit_method: {shipped['object_replacement']}" in out and "edit_task: object_replacement" in out
+    assert main(["auto-edit", "striped", target, "--steps", "3", "--output", str(tmp_path / "paper"), "--scale", "1",
+                 "--target-rule", "coupled"]) == 0
+    assert json.loads((tmp_path / "paper" / "auto-edit.json").read_text())["edit_parameters"]["target_rule"] == "coupled"
 
 
 @pytest.fixture(scope="module")

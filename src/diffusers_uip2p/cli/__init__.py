@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("--source-prompt", help="the image's caption (default: a shipped sample's own caption)")
     auto.add_argument("--method", choices=("auto", "p2p", "masactrl", "sdedit", "direct"), default="auto",
                       help="edit method (default auto: the task classifier chooses)")
+    auto.add_argument("--target-rule", choices=("anchored", "midpoint", "ddim", "coupled"), default=None,
+                      help="how the edited branch moves on the dual schedule (default: the library's, chosen on the "
+                           "Shapes validation split; coupled is the DSI paper's rule)")
     _common(auto, "outputs/auto-edit", "the shipped Shapes text-to-image pipeline", 50, 7.5)
 
     rec = sub.add_parser("reconstruct", help="exact inversion and reconstruction, against DDIM inversion")

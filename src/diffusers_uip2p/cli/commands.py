@@ -127,7 +127,7 @@ def auto_edit(args: argparse.Namespace) -> dict:
     if getattr(pipe, "captioner", None) is None:
         source = _source_caption(path, source, "--source-prompt")
     out = pipe(args.target_prompt, image=image, source_prompt=source, edit_method=args.method,
-               num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
+               target_rule=args.target_rule, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
     report = {"command": "auto-edit", "image": str(path), "source_prompt": out.source_prompt or source,
               "target_prompt": args.target_prompt, "model": args.model or SHIPPED.format("text-to-image pipeline"),
               "size": list(image.size), "method_asked": args.method, "edit_method": out.edit_method,
