@@ -300,13 +300,15 @@ class AutoEditPipeline(
     ) -> AutoEditPipelineOutput | tuple:
         """Edit a real image, reconstruct it exactly, or generate from noise.
 
-        Editing (``edit_method`` other than "direct", or ``image``/``source_prompt`` given): the source
-        prompt and the target prompt(s) run as one batch from one DSI state, inverted in that layout; the
-        source branch reproduces the exact reconstruction (``output.source_latents``), the targets are edited.
+        Editing (``edit_method`` other than "direct", ``image``/``source_prompt`` given, or a single-image
+        ``inversion`` with another prompt): the source prompt and the target prompt(s) run as one batch from
+        one DSI state, inverted in that layout; the source branch reproduces the exact reconstruction
+        (``output.source_latents``), the targets are edited, each moving by its ``target_rule``.
 
         Args:
             prompt: target prompt(s). With ``inversion`` and the "direct" method, the inversion's own prompt
-                reconstructs the image exactly and another prompt edits it directly (paper Fig. 3c).
+                reconstructs the image exactly and another prompt edits it directly (paper Fig. 3c, with
+                the ``target_rule``; a multi-image inversion samples each row with its own state).
             inversion: the output of `invert`; or give ``image`` and ``source_prompt`` to invert here.
             image, source_prompt: the real image and its caption (editing only); without ``source_prompt`` the
                 pipeline's ``captioner`` writes one.
