@@ -5,8 +5,10 @@ For each edit (input scene rendered, inverted with its exact caption, edited tow
 
 * DSI: one `AutoEditPipeline` call per method with the target prompt once per target-branch rule
   (``target_rule=[...]``): every rule samples from the same inversion, in one batch, beside one source row;
-* the baselines (``evaluation.edit_baselines``): DDIM inversion and Direct Inversion at the same UNet budget
-  (2N − 2 steps), null-text inversion (costlier: its optimisation calls are recorded);
+* the baselines (``evaluation.edit_baselines``): DDIM inversion at the same UNet budget (2N − 2 steps);
+  Direct Inversion at that budget, for the attention methods only (it changes the source row alone, so
+  its direct and SDEdit targets are DDIM's); null-text inversion, for P2P by default (costlier: its
+  optimisation calls are recorded);
 * the router's decision for the pair (``pipe.route_edit``), so that ``auto`` with any task → method table
   is read off the single-method records: ``auto`` runs exactly the method it reports (a test holds that).
 

@@ -22,8 +22,7 @@ from transformers import BlipForConditionalGeneration, BlipProcessor, CLIPImageP
 
 from ..attention import attention_control
 from ..classifier import EditTaskClassifier
-from ..schedulers import DualScheduleInversionScheduler, DualScheduleState
-from ..schedulers.scheduling_dual_schedule import BRANCH_RULES
+from ..schedulers import BRANCH_RULES, DualScheduleInversionScheduler, DualScheduleState
 from .editing import DEFAULT_TARGET_RULE, EDIT_METHODS, EditPlan, plan_edit
 from .inversion import DualScheduleInversionMixin, as_prompt_list, repeat_state
 from .outputs import AutoEditPipelineOutput, DualScheduleInversionOutput

@@ -1,3 +1,8 @@
-from .scheduling_dual_schedule import DualScheduleInversionScheduler, DualScheduleSchedulerOutput, DualScheduleState
+from .scheduling_dual_schedule import (
+    BRANCH_RULES,
+    DualScheduleInversionScheduler,
+    DualScheduleSchedulerOutput,
+    DualScheduleState,
+)
 
-__all__ = ["DualScheduleInversionScheduler", "DualScheduleSchedulerOutput", "DualScheduleState"]
+__all__ = ["BRANCH_RULES", "DualScheduleInversionScheduler", "DualScheduleSchedulerOutput", "DualScheduleState"]
