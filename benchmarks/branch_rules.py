@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inversion import add_run_arguments, build_pipeline, environment, load_image, parse_run_arguments, save_report, timed  # noqa: E402
 
-from diffusers_uip2p.schedulers.scheduling_dual_schedule import BRANCH_RULES  # noqa: E402
+from diffusers_uip2p.schedulers import BRANCH_RULES  # noqa: E402
 
 SOURCE = "a yellow circle on a green background"
 TARGET = "a blue circle on a green background"

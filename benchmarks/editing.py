@@ -5,7 +5,7 @@ For each method (direct, p2p, masactrl, sdedit) one image is edited from a sourc
 
 * DSI: ``AutoEditPipeline(prompt, inversion=..., edit_method=...)`` (inverts the clean latents in the
   [source, target] layout, then samples), N primary steps;
-* DDIM: `ddim_edit` with the same controllers and layout, at M = 2N − 2 steps (the same UNet budget;
+* DDIM: `baseline_edit` (DDIM inversion) with the same controllers and layout, at M = 2N − 2 steps (the same UNet budget;
   calls are counted and reported).
 
 Both start from the same clean latents; the VAE and the text encoder are outside the comparison as much as
@@ -43,7 +43,7 @@ from inversion import (  # noqa: E402
 
 from diffusers_uip2p.attention import AttentionController, AttentionStore, attention_control  # noqa: E402
 from diffusers_uip2p.evaluation import ddim_steps_for_same_budget  # noqa: E402
-from diffusers_uip2p.evaluation.edit_baselines import ddim_edit  # noqa: E402
+from diffusers_uip2p.evaluation.edit_baselines import baseline_edit  # noqa: E402
 from diffusers_uip2p.pipelines.editing import EDIT_METHODS, plan_edit  # noqa: E402
 
 SOURCE = "a yellow circle on a green background"  # short: the tiny model's byte-level tokenizer fits 75 bytes
@@ -55,8 +55,8 @@ def bench_method(pipe, inversion, method: str, args) -> dict:
     hook = pipe.unet.register_forward_pre_hook(lambda *_: calls.append(1))
     runs = {"dsi": lambda: pipe(TARGET, inversion=inversion, source_prompt=SOURCE, edit_method=method,
                                 output_type="latent"),
-            "ddim": lambda: ddim_edit(pipe, inversion.latents, [SOURCE, TARGET], ddim_steps_for_same_budget(args.steps),
-                                      args.guidance_scale, method)}
+            "ddim": lambda: baseline_edit(pipe, inversion.latents, [SOURCE, TARGET],
+                                          ddim_steps_for_same_budget(args.steps), args.guidance_scale, method)}
     row = {}
     try:
         for name, run in runs.items():

@@ -33,7 +33,7 @@ from diffusers_uip2p.evaluation import ddim_steps_for_same_budget
 from diffusers_uip2p.evaluation.edit_baselines import baseline_edit
 from diffusers_uip2p.evaluation.editors import weights_fingerprint
 from diffusers_uip2p.pipelines.editing import EDIT_METHODS
-from diffusers_uip2p.schedulers.scheduling_dual_schedule import BRANCH_RULES
+from diffusers_uip2p.schedulers import BRANCH_RULES
 from diffusers_uip2p.shapes import render
 from diffusers_uip2p.shapes.dataset import split_edits
 from diffusers_uip2p.shapes.evaluator import judge_edit

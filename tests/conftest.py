@@ -36,3 +36,20 @@ def rgb_image():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def rgb_image_module():
+    """The same image as ``rgb_image``, shared by a module's tests (e.g. one inversion for many edits)."""
+    return PIL.Image.fromarray(np.random.RandomState(0).randint(0, 256, (16, 16, 3), np.uint8))
+
+
+@pytest.fixture(scope="module")
+def tiny_edit_pipe():
+    """An `AutoEditPipeline` on the tiny offline components, shared by a module's editing tests."""
+    from diffusers_uip2p import AutoEditPipeline
+    from diffusers_uip2p.testing import tiny_text_to_image_components
+
+    pipe = AutoEditPipeline(**tiny_text_to_image_components())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -6,30 +6,24 @@ import numpy as np
 import pytest
 import torch
 
-from diffusers_uip2p import AutoEditPipeline, DualScheduleInversionScheduler
+from diffusers_uip2p import DualScheduleInversionScheduler
 from diffusers_uip2p.evaluation.edit_baselines import baseline_edit
 from diffusers_uip2p.evaluation.intervals import compare_paired, mcnemar_p, paired_bootstrap, wilson_interval
 from diffusers_uip2p.pipelines.editing import DEFAULT_TARGET_RULE, EDIT_METHODS
-from diffusers_uip2p.schedulers.scheduling_dual_schedule import BRANCH_RULES
-from diffusers_uip2p.testing import tiny_text_to_image_components
+from diffusers_uip2p.schedulers import BRANCH_RULES
 
 SOURCE = "a red circle on a white background"
 TARGET = "a blue square on a white background"
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    pipe = AutoEditPipeline(**tiny_text_to_image_components())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def pipe(tiny_edit_pipe):
+    return tiny_edit_pipe
 
 
 @pytest.fixture(scope="module")
-def inversion(pipe):
-    import PIL.Image
-
-    image = PIL.Image.fromarray(np.random.RandomState(0).randint(0, 256, (16, 16, 3), np.uint8))
-    return pipe.invert(image, SOURCE, num_inference_steps=8, guidance_scale=4.0)
+def inversion(pipe, rgb_image_module):
+    return pipe.invert(rgb_image_module, SOURCE, num_inference_steps=8, guidance_scale=4.0)
 
 
 @pytest.mark.parametrize("method", EDIT_METHODS)

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from diffusers_uip2p import AutoEditPipeline, DualScheduleInversionScheduler
-from diffusers_uip2p.testing import tiny_text_to_image_components
+from diffusers_uip2p import DualScheduleInversionScheduler
 
 SOURCE = "a red circle on a white background"
 TARGET = "a blue circle on a white background"
@@ -15,23 +14,13 @@ METHODS = [("direct", {}), ("p2p", {}), ("p2p", {"p2p_mode": "refine"}), ("p2p",
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    pipe = AutoEditPipeline(**tiny_text_to_image_components())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def pipe(tiny_edit_pipe):
+    return tiny_edit_pipe
 
 
 @pytest.fixture(scope="module")
 def inversion(pipe, rgb_image_module):
     return pipe.invert(rgb_image_module, SOURCE, num_inference_steps=8, guidance_scale=4.0)
-
-
-@pytest.fixture(scope="module")
-def rgb_image_module():
-    import numpy as np
-    import PIL.Image
-
-    return PIL.Image.fromarray(np.random.RandomState(0).randint(0, 256, (16, 16, 3), np.uint8))
 
 
 @pytest.mark.parametrize("method, kwargs", METHODS)
@@ -114,10 +103,10 @@ def test_bad_editing_input(pipe, inversion, kwargs, match):
 @pytest.mark.parametrize("method, kwargs", METHODS[:2] + METHODS[4:6] + METHODS[-1:])
 def test_ddim_baseline_runs_every_method_with_the_same_budget(pipe, inversion, method, kwargs):
     from diffusers_uip2p.evaluation import ddim_steps_for_same_budget
-    from diffusers_uip2p.evaluation.edit_baselines import ddim_edit
+    from diffusers_uip2p.evaluation.edit_baselines import baseline_edit
 
     steps = ddim_steps_for_same_budget(8)
-    source, target, calls = ddim_edit(pipe, inversion.latents, [SOURCE, TARGET], steps, 4.0, method, **kwargs)
+    source, target, calls = baseline_edit(pipe, inversion.latents, [SOURCE, TARGET], steps, 4.0, method, **kwargs)
     assert target.shape == inversion.latents.shape
     assert not torch.equal(source, inversion.latents), "DDIM inversion is not exact"
     expected = 2 * steps if method != "sdedit" else 2 * round(kwargs["strength"] * steps)

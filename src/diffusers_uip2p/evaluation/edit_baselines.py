@@ -117,7 +117,7 @@ def _optimise(pipe, forward, trajectory, timesteps, cond, null, guidance_scale, 
         calls += 1
         null = null.detach().requires_grad_(True)
         optimiser = torch.optim.Adam([null], lr=learning_rate * (1.0 - i / 100.0))
-        for j in range(iterations):
+        for _ in range(iterations):
             eps_uncond = pipe.unet(latent, t, encoder_hidden_states=null, return_dict=False)[0]
             calls += 1
             eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
@@ -134,10 +134,3 @@ def _optimise(pipe, forward, trajectory, timesteps, cond, null, guidance_scale, 
             latent = forward.step(eps_uncond + guidance_scale * (eps_cond - eps_uncond), t, latent).prev_sample
         calls += 1
     return embeddings, calls
-
-
-def ddim_edit(pipe, clean_latents, prompts, num_inference_steps, guidance_scale=7.5, edit_method="direct",
-              negative_prompt=None, **method_kwargs):
-    """`baseline_edit` on plain DDIM inversion."""
-    return baseline_edit(pipe, clean_latents, prompts, num_inference_steps, guidance_scale, edit_method,
-                         negative_prompt, inversion="ddim", **method_kwargs)

@@ -24,7 +24,7 @@ from ..attention.tokens import word_spans
 
 EDIT_METHODS = ("direct", "p2p", "masactrl", "sdedit")
 # The target-branch rule (DualScheduleInversionScheduler's module docstring) the pipelines edit with unless
-# told otherwise: the best on the Shapes validation split (benchmarks/shapes_rules.py, RESULTS.md).
+# told otherwise: the best on the Shapes validation split (benchmarks/shapes_editing.py, RESULTS.md).
 DEFAULT_TARGET_RULE = "anchored"
 P2P_MODES = ("replace", "refine")
 

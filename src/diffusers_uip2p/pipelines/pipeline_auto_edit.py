@@ -400,7 +400,7 @@ class AutoEditPipeline(
             scheduler.set_timesteps(num_inference_steps, device=device)
         branch_rules = None
         if editing:
-            branch_rules = ["coupled"] + [rule if rule != "anchored" else ("anchored", 0) for rule in row_rules]
+            branch_rules = ["coupled", *row_rules]  # a bare "anchored" anchors to the source, row 0
             latents = scheduler.begin(state, branch_rules)
         elif inversion is not None:
             state = repeat_state(inversion.state, batch_size)
