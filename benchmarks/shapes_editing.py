@@ -33,6 +33,7 @@ import PIL.ImageDraw
 import torch
 
 from diffusers_uip2p.classifier import DEFAULT_TASK_METHODS
+from diffusers_uip2p.pipelines.editing import P2P_SELF_REPLACE_MIN_LEVEL
 from diffusers_uip2p.evaluation.intervals import compare_paired, paired_bootstrap, wilson_interval
 from diffusers_uip2p.shapes import CATEGORIES
 
@@ -42,21 +43,40 @@ RULE_COLOURS = {"coupled": (214, 39, 40), "anchored": (31, 119, 180), "midpoint"
 
 
 def load_records(folder: Path) -> list[dict]:
-    records = [json.loads(line) for path in sorted(folder.glob("records-*.jsonl")) for line in path.read_text().splitlines()]
-    if not records:
+    """Every edit's records, merged over the folder's files (a later run of one method adds its keys).
+
+    P2P results measured at a self-attention level other than the library's default keep their level in
+    the key ("dsi-anchored/p2p@level1"), so that both can be compared on the same edits; records written
+    before the level was recorded ran P2P at level 1, the default then.
+    """
+    merged = {}
+    for path in sorted(folder.glob("records*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            level = record.pop("self_replace_min_level", 1)
+            results = {key if level == P2P_SELF_REPLACE_MIN_LEVEL or not key.endswith("/p2p") else f"{key}@level{level}":
+                       value for key, value in record.pop("results").items()}
+            base = merged.setdefault(record["index"], {**record, "results": {}})
+            if any(base[k] != record[k] for k in ("weights", "steps", "guidance_scale", "category")):
+                raise SystemExit(f"{path} holds edit {record['index']} measured with other weights or settings.")
+            clash = set(base["results"]) & set(results)
+            if clash:
+                raise SystemExit(f"edit {record['index']} has {sorted(clash)} in two files of {folder}.")
+            base["results"].update(results)
+    if not merged:
         raise SystemExit(f"no records in {folder}; run benchmarks/shapes_editing_runs.py first.")
-    settings = {(r["weights"], r["steps"], r["guidance_scale"]) for r in records}
+    settings = {(r["weights"], r["steps"], r["guidance_scale"]) for r in merged.values()}
     if len(settings) != 1:
         raise SystemExit(f"{folder} mixes records of several weights or settings: {sorted(settings)}.")
-    return sorted(records, key=lambda r: r["index"])
+    return sorted(merged.values(), key=lambda r: r["index"])
 
 
-def keys(records: list[dict]) -> list[str]:
-    """The (inversion/method) keys every record has."""
+def keys(records: list[dict], variants: bool = True) -> list[str]:
+    """The (inversion/method) keys every record has; ``variants=False`` leaves out non-default settings ("@")."""
     common = set(records[0]["results"])
     for record in records[1:]:
         common &= set(record["results"])
-    return sorted(common)
+    return sorted(key for key in common if variants or "@" not in key)
 
 
 def score(outcomes: list[dict]) -> tuple:
@@ -66,7 +86,7 @@ def score(outcomes: list[dict]) -> tuple:
 
 
 def choose_rule(records: list[dict]) -> str:
-    present = keys(records)
+    present = keys(records, variants=False)
     rules = sorted({key.split("/")[0][4:] for key in present if key.startswith("dsi-")})
     return max(rules, key=lambda rule: score([r["results"][key] for r in records for key in present
                                                if key.startswith(f"dsi-{rule}/")]))
@@ -74,7 +94,7 @@ def choose_rule(records: list[dict]) -> str:
 
 def choose_routing(records: list[dict], rule: str) -> dict[str, str]:
     """Per task the router decided on validation, the method that did best there (the paper's otherwise)."""
-    methods = sorted({key.split("/")[1] for key in keys(records) if key.startswith(f"dsi-{rule}/")})
+    methods = sorted({key.split("/")[1] for key in keys(records, variants=False) if key.startswith(f"dsi-{rule}/")})
     table = dict(DEFAULT_TASK_METHODS)
     for task in sorted({r["task"] for r in records}):
         routed = [r for r in records if r["task"] == task]
@@ -85,7 +105,7 @@ def choose_routing(records: list[dict], rule: str) -> dict[str, str]:
 def add_auto(records: list[dict], tables: dict[str, dict[str, str]]) -> None:
     """``auto`` with each table, for every inversion that ran all the methods a table names."""
     for record in records:
-        inversions = {key.split("/")[0] for key in record["results"]}
+        inversions = {key.split("/")[0] for key in record["results"] if "@" not in key}
         for name, table in tables.items():
             for inversion in inversions:
                 key = f"{inversion}/{table[record['task']]}"
@@ -242,6 +262,9 @@ def main(argv=None):
             if f"{default}/{method}" in summary and f"{other}/{method}" in summary:
                 comparisons[f"{default}/{method} − {other}/{method}"] = paired(test, f"{default}/{method}",
                                                                               f"{other}/{method}")
+    for key in [k for k in summary if k.endswith("/p2p") and f"{k}@level1" in summary]:
+        comparisons[f"{key} − {key}@level1 (P2P self-attention levels: default vs the old all-but-highest)"] = \
+            paired(test, key, f"{key}@level1")
     best_single = max(["direct", "p2p", "masactrl", "sdedit"], key=lambda m: summary[f"{default}/{m}"]["success"]["k"])
     for table in ["auto-paper", "auto-validation"]:
         comparisons[f"{default}/{table} − {default}/{best_single} (best single method)"] = paired(
@@ -250,7 +273,8 @@ def main(argv=None):
               "steps": test[0]["steps"], "ddim_steps": test[0]["ddim_steps"], "guidance_scale": test[0]["guidance_scale"],
               "num_validation_edits": len(validation), "num_test_edits": len(test),
               "chosen_on_validation": {"target_rule": rule, "task_methods": routing,
-                                       "rule_scores": {r: score([v["results"][k] for v in validation for k in keys(validation)
+                                       "rule_scores": {r: score([v["results"][k] for v in validation
+                                                                 for k in keys(validation, variants=False)
                                                                  if k.startswith(f"dsi-{r}/") and "auto" not in k])
                                                        for r in sorted({k.split('/')[0][4:] for k in keys(validation)
                                                                         if k.startswith('dsi-')})}},

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from diffusers_uip2p.evaluation import ddim_steps_for_same_budget
 from diffusers_uip2p.evaluation.edit_baselines import baseline_edit
 from diffusers_uip2p.evaluation.editors import weights_fingerprint
-from diffusers_uip2p.pipelines.editing import EDIT_METHODS
+from diffusers_uip2p.pipelines.editing import EDIT_METHODS, P2P_SELF_REPLACE_MIN_LEVEL
 from diffusers_uip2p.schedulers import BRANCH_RULES
 from diffusers_uip2p.shapes import render
 from diffusers_uip2p.shapes.dataset import split_edits
@@ -58,7 +58,7 @@ def run_edit(pipe, edit, args) -> dict:
     for method in args.methods:
         out = pipe([target] * len(args.rules), image=image, source_prompt=source, edit_method=method,
                    num_inference_steps=args.steps, guidance_scale=args.guidance_scale, target_rule=list(args.rules),
-                   output_type="latent")
+                   self_replace_min_level=args.self_replace_min_level, output_type="latent")
         images = pipe.decode_latents_to_images(out.latents)
         for row, rule in enumerate(args.rules):
             gaps = out.sync_gap[0::2, row].tolist()  # auxiliary evaluations: the issue's sync gap, per step
@@ -68,7 +68,8 @@ def run_edit(pipe, edit, args) -> dict:
         methods = {"null_text": args.null_text_methods, "direct_inversion": args.direct_inversion_methods}
         for method in methods.get(inversion, args.methods):
             _, latents, calls = baseline_edit(pipe, clean, [source, target], ddim_steps_for_same_budget(args.steps),
-                                              args.guidance_scale, method, inversion=inversion)
+                                              args.guidance_scale, method, inversion=inversion,
+                                              self_replace_min_level=args.self_replace_min_level)
             results[f"{inversion}/{method}"] = judged(edit, pipe.decode_latents_to_images(latents)[0], unet_calls=calls)
     return {"task": route.task, "results": results}
 
@@ -87,6 +88,9 @@ def main(argv=None):
     # Direct Inversion changes only the source row, so its direct and SDEdit targets (which never read the
     # source) are DDIM's, bit for bit: only the attention methods are worth running.
     parser.add_argument("--direct-inversion-methods", nargs="*", default=["p2p", "masactrl"], choices=EDIT_METHODS)
+    parser.add_argument("--self-replace-min-level", type=int, default=P2P_SELF_REPLACE_MIN_LEVEL,
+                        help="P2P's self-attention levels (plan_edit); recorded in each record")
+    parser.add_argument("--tag", default="", help="added to the records' file name (e.g. a rerun of one method)")
     parser.add_argument("--runs", default=str(RUNS))
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -99,7 +103,8 @@ def main(argv=None):
     pipe = load_shapes_pipeline()
     pipe.set_progress_bar_config(disable=True)
     weights = weights_fingerprint(pipe)
-    path = Path(args.runs) / args.split / f"records-{shard}-of-{shards}.jsonl"
+    tag = f"-{args.tag}" if args.tag else ""
+    path = Path(args.runs) / args.split / f"records{tag}-{shard}-of-{shards}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if path.is_file():
@@ -110,7 +115,8 @@ def main(argv=None):
                                  "delete it to measure again.")
             done.add(record["index"])
     settings = {"steps": args.steps, "ddim_steps": ddim_steps_for_same_budget(args.steps),
-                "guidance_scale": args.guidance_scale, "weights": weights}
+                "guidance_scale": args.guidance_scale, "weights": weights,
+                "self_replace_min_level": args.self_replace_min_level}
     edits = split_edits(args.split, args.num_edits)
     todo = [i for i in range(shard, len(edits), shards) if i not in done]
     with path.open("a") as records:

@@ -13,6 +13,7 @@ from diffusers_uip2p.attention import (AttentionController, AttentionRefine, Att
                                        MaskedMutualSelfAttention, MutualSelfAttention, attention_control,
                                        draw_token_maps, refine_alignment, replace_mapper, unet_layers,
                                        word_token_indices)
+from diffusers_uip2p.attention.controller import LayerInfo
 from diffusers_uip2p.attention.tokens import word_spans
 from diffusers_uip2p.shapes.tokenizer import shapes_tokenizer
 from diffusers_uip2p.testing import tiny_text_to_image_components
@@ -187,6 +188,39 @@ def test_refine_alignment(short_tokenizer, source, target, mapper, alphas):
     assert got_alphas.tolist() == alphas
 
 
+def test_refine_padding_can_follow_the_reference_mapping(short_tokenizer):
+    """The P2P reference maps target padding j to source j; ours (the default) to j − Δ."""
+    follow, _ = refine_alignment(short_tokenizer, "a circle", "a red circle")
+    same, alphas = refine_alignment(short_tokenizer, "a circle", "a red circle", padding="same_position")
+    assert follow.tolist() == [0, 1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert same.tolist() == [0, 1, 0, 2, 3, 5, 6, 7, 8, 9, 10, 11]  # the end token (4) still reads the source's
+    assert alphas.tolist() == [1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    shorter, _ = refine_alignment(short_tokenizer, "a red circle", "a circle", padding="same_position")
+    assert shorter.tolist()[:5] == [0, 1, 3, 4, 4]  # padding at 4 reads position 4, the source's end token
+    with pytest.raises(ValueError, match="`padding` must be one of follow_end, same_position"):
+        refine_alignment(short_tokenizer, "a circle", "a red circle", padding="reference")
+
+
+def _layers(levels):
+    """Self- and cross-attention LayerInfo at the given levels (a 64×64-latent UNet's resolutions)."""
+    return [LayerInfo(f"l{i}.{kind}", kind == "cross", "down", i, level, 64 >> level)
+            for i, level in enumerate(levels) for kind in ("self", "cross")]
+
+
+@pytest.mark.parametrize("levels, min_level, replaced", [
+    ([0, 1, 2, 3], 2, {2, 3}),  # SD 1.x: 16×16 and 8×8 only, the P2P notebooks' choice (the default)
+    ([0, 1, 2, 3], 1, {1, 2, 3}),  # every level but the highest-resolution one
+    ([0, 1, 2], 2, {2}),  # the Shapes UNet: its 4×4 middle block
+    ([1], 2, {1}),  # a UNet shallower than the default: its deepest level
+])
+def test_p2p_self_attention_levels(tokenizer, levels, min_level, replaced):
+    kwargs = {} if min_level == 2 else {"self_replace_min_level": min_level}
+    controller = AttentionReplace(PROMPTS, tokenizer, **kwargs)
+    controller.bind(_layers(levels))
+    assert {layer.level for layer in controller.layers if not layer.is_cross and controller.edits(layer)} == replaced
+    assert all(controller.edits(layer) for layer in controller.layers if layer.is_cross)
+
+
 # ------------------------------------------------------------------ Prompt-to-Prompt
 
 
@@ -244,6 +278,9 @@ def test_prompt_to_prompt_bad_input(tokenizer):
         AttentionRefine(PROMPTS[:1], tokenizer)
     with pytest.raises(ValueError, match="built for 2 prompts"):
         AttentionRefine(PROMPTS, tokenizer).configure(3, True)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="`self_replace_min_level` must be an int ≥ 0"):
+            AttentionRefine(PROMPTS, tokenizer, self_replace_min_level=bad)
 
 
 def test_local_blend_keeps_latents_outside_the_mask(unet, tokenizer):

@@ -53,6 +53,13 @@ def test_p2p_picks_refine_for_added_words(pipe, inversion):
     out = pipe("a big blue circle on a white background", inversion=inversion, edit_method="p2p",
                output_type="latent")
     assert out.edit_parameters["p2p_mode"] == "refine"
+    assert out.edit_parameters["self_replace_min_level"] == 2
+    assert out.edit_parameters["refine_padding"] == "follow_end"
+    reference = pipe("a big blue circle on a white background", inversion=inversion, edit_method="p2p",
+                     refine_padding="same_position", output_type="latent")
+    assert reference.edit_parameters["refine_padding"] == "same_position"
+    assert not torch.equal(reference.images, out.images)  # the padding tokens read other source tokens
+    assert torch.equal(reference.source_latents, out.source_latents)  # the source row is untouched
 
 
 def test_masactrl_past_the_last_step_equals_direct_editing(pipe, inversion):

@@ -3,8 +3,9 @@
 Prompt 0 is the source, the others are targets; only the conditional half of a guided batch is edited,
 so the source rows stay exactly what plain attention gives. During a step window, a target's
 cross-attention probabilities come from the source's (through a token mapping), and its self-attention
-is the source's on every level but the highest-resolution one. `LocalBlend` then keeps the latents
-outside the edited words' region equal to the source's.
+is the source's on the low-resolution levels only (two or more downsamplings below the latents by
+default: SD 1.x's 16×16 and 8×8 maps, where the P2P notebooks replace it). `LocalBlend` then keeps the
+latents outside the edited words' region equal to the source's.
 """
 
 from __future__ import annotations
@@ -62,21 +63,24 @@ class PromptToPromptController(AttentionController):
             a (start, end) pair, or a dict {word: fraction or pair, "default_": ...} with per-word windows
             (words looked up in the target prompts; "default_" is (0, 1) when left out).
         self_replace_steps: when targets take the source's self-attention: a fraction or a pair.
-        self_replace_max_resolution: self-attention is replaced on layers whose `LayerInfo.resolution` is
-            at most this. None: every level but the UNet's highest-resolution one. The P2P notebooks use 16
-            for SD 1.x at 64×64 latents.
+        self_replace_min_level: self-attention is replaced on layers at least this many downsamplings below
+            the latents (`LayerInfo.level`). The default 2 is the P2P notebooks' choice on SD 1.x (16×16 and
+            8×8 of its 64×64 latents: a map side at most a quarter of the latent side), expressed in levels
+            so that it keeps its meaning on smaller UNets (the Shapes UNet's 4×4 middle block). On a UNet
+            whose deepest self-attention level is shallower, that deepest level is replaced. 1 is every level
+            but the highest-resolution one; 0 is every level.
     """
 
     def __init__(self, prompts: Sequence[str], tokenizer, cross_replace_steps=0.4, self_replace_steps=0.4,
-                 self_replace_max_resolution: int | None = None):
+                 self_replace_min_level: int = 2):
         super().__init__()
         self.prompts, self.tokenizer = check_prompts(prompts), tokenizer
         self.num_tokens = tokenizer.model_max_length
         self.self_window = _window(self_replace_steps, "self_replace_steps")
-        if self_replace_max_resolution is not None and (
-                isinstance(self_replace_max_resolution, bool) or not isinstance(self_replace_max_resolution, int)):
-            raise TypeError(f"`self_replace_max_resolution` must be an int or None, got {self_replace_max_resolution!r}.")
-        self.self_replace_max_resolution = self_replace_max_resolution
+        if isinstance(self_replace_min_level, bool) or not isinstance(self_replace_min_level, int) \
+                or self_replace_min_level < 0:
+            raise ValueError(f"`self_replace_min_level` must be an int ≥ 0, got {self_replace_min_level!r}.")
+        self.self_replace_min_level = self_replace_min_level
         windows = dict(cross_replace_steps) if isinstance(cross_replace_steps, Mapping) else {
             "default_": cross_replace_steps}
         self.default_cross_window = _window(windows.pop("default_", (0.0, 1.0)), "cross_replace_steps")
@@ -93,9 +97,12 @@ class PromptToPromptController(AttentionController):
     def edits(self, layer: LayerInfo) -> bool:
         if layer.is_cross:
             return True
-        if self.self_replace_max_resolution is None:
-            return layer.level > 0
-        return layer.resolution <= self.self_replace_max_resolution
+        return layer.level >= self.self_replace_level()
+
+    def self_replace_level(self) -> int:
+        """The shallowest level whose self-attention is replaced, on the UNet the controller is bound to."""
+        deepest = max((layer.level for layer in self.layers if not layer.is_cross), default=None)
+        return self.self_replace_min_level if deepest is None else min(self.self_replace_min_level, deepest)
 
     def cross_alpha(self, step: int) -> torch.Tensor:
         """[targets, tokens] bool: which target tokens take the source's cross-attention at ``step``."""
@@ -146,11 +153,16 @@ class AttentionReplace(PromptToPromptController):
 
 
 class AttentionRefine(PromptToPromptController):
-    """Added, removed or reordered words: aligned tokens take the source's attention, new ones keep theirs."""
+    """Added, removed or reordered words: aligned tokens take the source's attention, new ones keep theirs.
 
-    def __init__(self, prompts: Sequence[str], tokenizer, **windows):
+    ``padding`` says where the target's padding tokens read from (`refine_alignment`): "follow_end" (ours:
+    the k-th padding token after the target's end token reads the k-th after the source's) or
+    "same_position" (the P2P reference code's ``seq_aligner``: position j reads position j).
+    """
+
+    def __init__(self, prompts: Sequence[str], tokenizer, padding: str = "follow_end", **windows):
         super().__init__(prompts, tokenizer, **windows)
-        alignments = [refine_alignment(tokenizer, self.prompts[0], p) for p in self.prompts[1:]]
+        alignments = [refine_alignment(tokenizer, self.prompts[0], p, padding) for p in self.prompts[1:]]
         self.mappers = torch.stack([mapper for mapper, _ in alignments])
         self.alphas = torch.stack([alphas for _, alphas in alignments]).bool()
 

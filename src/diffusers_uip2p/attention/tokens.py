@@ -114,7 +114,11 @@ def replace_mapper(tokenizer, source: str, target: str) -> torch.Tensor:
     return mapper
 
 
-def refine_alignment(tokenizer, source: str, target: str) -> tuple[torch.Tensor, torch.Tensor]:
+REFINE_PADDINGS = ("follow_end", "same_position")
+
+
+def refine_alignment(tokenizer, source: str, target: str,
+                     padding: str = "follow_end") -> tuple[torch.Tensor, torch.Tensor]:
     """(mapper, alphas), both [tokens]: target token j takes source token ``mapper[j]``'s attention where
     ``alphas[j]`` is 1, and keeps its own where it is 0 (words that are new in the target).
 
@@ -122,7 +126,15 @@ def refine_alignment(tokenizer, source: str, target: str) -> tuple[torch.Tensor,
     then words that moved, each paired with the first unpaired source word of the same text. A changed
     word, even one that shares tokens with the old one, counts as new. Where ``alphas`` is 0, ``mapper``
     is 0 (unused).
+
+    The end token reads the source's end token. The padding after it: with ``padding="follow_end"``, the
+    k-th padding token reads the source's k-th (position j reads j − Δ, Δ the shift of the end token, so
+    every target token reads a source token of the same kind); with "same_position", position j reads
+    position j, as the P2P reference code's ``seq_aligner.get_mapper`` does (there a shorter target's
+    first padding tokens read the source's last words).
     """
+    if padding not in REFINE_PADDINGS:
+        raise ValueError(f"`padding` must be one of {', '.join(REFINE_PADDINGS)}, got {padding!r}.")
     source_spans, target_spans = word_spans(tokenizer, source), word_spans(tokenizer, target)
     source_words = [span.token_ids for span in source_spans]
     target_words = [span.token_ids for span in target_spans]
@@ -148,6 +160,7 @@ def refine_alignment(tokenizer, source: str, target: str) -> tuple[torch.Tensor,
             mapper[target_position], alphas[target_position] = source_position, 1
     source_end, target_end = _end_position(source_spans), _end_position(target_spans)
     tail = torch.arange(target_end, size)
-    mapper[tail] = (tail - target_end + source_end).clamp(max=size - 1)
+    mapper[tail] = (tail - target_end + source_end).clamp(max=size - 1) if padding == "follow_end" else tail
+    mapper[target_end] = source_end
     alphas[tail] = 1
     return mapper, alphas

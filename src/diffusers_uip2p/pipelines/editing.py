@@ -27,6 +27,9 @@ EDIT_METHODS = ("direct", "p2p", "masactrl", "sdedit")
 # told otherwise: the best on the Shapes validation split (benchmarks/shapes_editing.py, RESULTS.md).
 DEFAULT_TARGET_RULE = "anchored"
 P2P_MODES = ("replace", "refine")
+# P2P replaces self-attention this many downsamplings or more below the latents: the notebooks' 16×16 and
+# 8×8 on SD 1.x (PromptToPromptController's docstring).
+P2P_SELF_REPLACE_MIN_LEVEL = 2
 
 
 @dataclass
@@ -46,7 +49,7 @@ def choose_p2p_mode(tokenizer, source: str, targets: list[str]) -> str:
 
 
 def plan_edit(method: str, prompts: list[str], tokenizer, *, p2p_mode=None, cross_replace_steps=0.8,
-              self_replace_steps=0.4, equalizer=None, local_blend_words=None, local_blend_threshold=0.3,
+              self_replace_steps=0.4, self_replace_min_level=P2P_SELF_REPLACE_MIN_LEVEL, refine_padding="follow_end", equalizer=None, local_blend_words=None, local_blend_threshold=0.3,
               local_blend_start=0.2, masactrl_start_step=4, masactrl_start_layer=10, masactrl_total_layers=16,
               masactrl_foreground_words=None, strength=0.5, return_attention_maps=False) -> EditPlan:
     """Build the controllers for ``method`` (defaults are the P2P notebooks', MasaCtrl's and SDEdit's)."""
@@ -57,12 +60,18 @@ def plan_edit(method: str, prompts: list[str], tokenizer, *, p2p_mode=None, cros
         mode = p2p_mode or choose_p2p_mode(tokenizer, prompts[0], prompts[1:])
         if mode not in P2P_MODES:
             raise ValueError(f"`p2p_mode` must be one of {', '.join(P2P_MODES)} or None, got {p2p_mode!r}.")
-        windows = {"cross_replace_steps": cross_replace_steps, "self_replace_steps": self_replace_steps}
-        base = (AttentionReplace if mode == "replace" else AttentionRefine)(prompts, tokenizer, **windows)
+        windows = {"cross_replace_steps": cross_replace_steps, "self_replace_steps": self_replace_steps,
+                   "self_replace_min_level": self_replace_min_level}
+        if mode == "replace":
+            base = AttentionReplace(prompts, tokenizer, **windows)
+        else:
+            base = AttentionRefine(prompts, tokenizer, padding=refine_padding, **windows)
         plan.controller = base
         if equalizer:
             plan.controller = AttentionReweight(prompts, tokenizer, scales=equalizer, previous=base, **windows)
         plan.parameters = {"p2p_mode": mode, **windows, "equalizer": equalizer}
+        if mode == "refine":
+            plan.parameters["refine_padding"] = refine_padding
         if local_blend_words is not None:
             plan.store = AttentionStore(plan.controller)
             plan.local_blend = LocalBlend(plan.store, prompts, tokenizer, local_blend_words,

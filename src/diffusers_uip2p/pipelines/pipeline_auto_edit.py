@@ -23,7 +23,7 @@ from transformers import BlipForConditionalGeneration, BlipProcessor, CLIPImageP
 from ..attention import attention_control
 from ..classifier import EditTaskClassifier
 from ..schedulers import BRANCH_RULES, DualScheduleInversionScheduler, DualScheduleState
-from .editing import DEFAULT_TARGET_RULE, EDIT_METHODS, EditPlan, plan_edit
+from .editing import DEFAULT_TARGET_RULE, EDIT_METHODS, P2P_SELF_REPLACE_MIN_LEVEL, EditPlan, plan_edit
 from .inversion import DualScheduleInversionMixin, as_prompt_list, repeat_state
 from .outputs import AutoEditPipelineOutput, DualScheduleInversionOutput
 from .routing import EditRoute, caption_image, route_edit, task_method_table
@@ -275,6 +275,8 @@ class AutoEditPipeline(
         p2p_mode: str | None = None,
         cross_replace_steps=0.8,
         self_replace_steps=0.4,
+        self_replace_min_level: int = P2P_SELF_REPLACE_MIN_LEVEL,
+        refine_padding: str = "follow_end",
         equalizer: dict[str, float] | None = None,
         local_blend_words=None,
         local_blend_threshold: float = 0.3,
@@ -331,6 +333,11 @@ class AutoEditPipeline(
             cross_replace_steps: P2P: fraction of steps (or (start, end), or {word: ...}) in which targets
                 take the source's cross-attention.
             self_replace_steps: P2P: same for self-attention.
+            self_replace_min_level: P2P: self-attention is replaced only this many downsamplings or more below
+                the latents (2: SD 1.x's 16×16 and 8×8 maps, the P2P notebooks' choice; the deepest level on
+                a shallower UNet).
+            refine_padding: P2P Refine: where target padding reads from, "follow_end" (after the end token,
+                in order) or "same_position" (the P2P reference code's mapping); see `refine_alignment`.
             equalizer: P2P Reweight: {word: scale} on the target's attention to those words.
             local_blend_words: P2P LocalBlend: one word (or list of words) per prompt, source first; outside
                 their region the targets keep the source's latents.
@@ -379,7 +386,8 @@ class AutoEditPipeline(
                 edit_method = route.method
             plan = plan_edit(
                 edit_method, prompt, self.tokenizer, p2p_mode=p2p_mode, cross_replace_steps=cross_replace_steps,
-                self_replace_steps=self_replace_steps, equalizer=equalizer, local_blend_words=local_blend_words,
+                self_replace_steps=self_replace_steps, self_replace_min_level=self_replace_min_level,
+                refine_padding=refine_padding, equalizer=equalizer, local_blend_words=local_blend_words,
                 local_blend_threshold=local_blend_threshold, local_blend_start=local_blend_start,
                 masactrl_start_step=masactrl_start_step, masactrl_start_layer=masactrl_start_layer,
                 masactrl_total_layers=masactrl_total_layers, masactrl_foreground_words=masactrl_foreground_words,

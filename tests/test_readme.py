@@ -1,0 +1,33 @@
+"""The README's quoted command outputs and their pictures are what the shipped models produce today
+(`scripts/readme_outputs.py` regenerates them)."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("readme_outputs", ROOT / "scripts" / "readme_outputs.py")
+readme_outputs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(readme_outputs)
+
+
+@pytest.mark.parametrize("name", sorted(readme_outputs.BLOCKS))
+def test_readme_quotes_what_the_command_prints(name, tmp_path):
+    text, grid = readme_outputs.run_block(name, tmp_path)
+    assert readme_outputs.quoted(readme_outputs.README.read_text(), name) == text, (
+        f"README.md's `{name}` output is stale: run `.venv/bin/python scripts/readme_outputs.py`.")
+    shipped = np.asarray(PIL.Image.open(readme_outputs.BLOCKS[name][2]).convert("RGB"), dtype=np.int16)
+    fresh = np.asarray(PIL.Image.open(grid).convert("RGB"), dtype=np.int16)
+    assert shipped.shape == fresh.shape
+    assert np.abs(shipped - fresh).max() <= 2, f"{readme_outputs.BLOCKS[name][2]} is stale"  # thread-count rounding
+
+
+def test_readme_blocks_are_found_and_replaced():
+    readme = "intro\n<!-- output: x -->\n```\nold\ntext\n```\nafter\n"
+    assert readme_outputs.quoted(readme, "x") == "old\ntext"
+    assert readme_outputs.with_block(readme, "x", "new") == "intro\n<!-- output: x -->\n```\nnew\n```\nafter\n"
+    with pytest.raises(ValueError, match="no `<!-- output: y -->`"):
+        readme_outputs.quoted(readme, "y")
