@@ -25,6 +25,7 @@ from diffusers_uip2p.training.losses import (
     directional_clip_loss,
     instruction_map,
     instruction_token_mask,
+    min_snr_weights,
     reconstruction_loss,
 )
 
@@ -254,3 +255,67 @@ def test_gradient_checkpointing_gives_the_same_gradients_with_an_installed_recor
             assert not any(type(p).__name__ == "ControlledAttnProcessor" for p in unet.attn_processors.values())
     for a, p in zip(plain, unet.parameters(), strict=True):
         torch.testing.assert_close(p.grad, a)
+
+
+def test_min_snr_weights_on_hand_worked_timesteps():
+    alpha_bar = torch.tensor([0.999, 0.9, 0.5, 0.01])  # SNR 999, 9, 1, 1/99
+    assert torch.allclose(min_snr_weights(alpha_bar, 5.0), torch.tensor([5 / 999, 5 / 9, 1.0, 1.0]), rtol=1e-4)
+    assert torch.allclose(min_snr_weights(alpha_bar, 5.0, "v_prediction"),
+                          torch.tensor([5 / 1000, 5 / 10, 1 / 2, (1 / 99) / (1 / 99 + 1)]), rtol=1e-4)
+    assert torch.equal(min_snr_weights(alpha_bar, 0), torch.ones(4))
+
+
+@pytest.mark.parametrize("timestep", [10, 500, 990])
+def test_supervised_loss_is_min_snr_weighted(timestep):
+    """At a pinned timestep the weighted loss is the plain ε-MSE times min(SNR, γ)/SNR of that timestep."""
+    unet, models, batch = tiny_setup()
+    pinned = {"min_timestep": timestep, "max_timestep": timestep, "conditioning_dropout_prob": 0.0}
+    plain = supervised_step(unet, models, batch, ERCConfig(snr_gamma=0, **pinned), torch.Generator().manual_seed(0))
+    weighted = supervised_step(unet, models, batch, ERCConfig(snr_gamma=5, **pinned), torch.Generator().manual_seed(0))
+    alpha_bar = models.noise_scheduler.alphas_cumprod[timestep].item()
+    snr = alpha_bar / (1 - alpha_bar)
+    assert weighted.item() == pytest.approx(plain.item() * min(snr, 5) / snr, rel=1e-5)
+    with pytest.raises(ValueError, match="snr_gamma"):
+        ERCConfig(snr_gamma=-1)
+
+
+def test_denoising_anchor_is_one_more_term():
+    unet, models, batch = tiny_setup()
+    weights = ERCLossWeights(attn=0, denoise=0.5)
+    output = erc_step(unet, models, batch, ERCConfig(weights=weights), torch.Generator().manual_seed(0))
+    assert set(output.losses) == {"clip", "sim", "recon", "denoise"}
+    total = output.losses["clip"] + output.losses["sim"] + output.losses["recon"] + 0.5 * output.losses["denoise"]
+    assert output.loss.item() == pytest.approx(total, rel=1e-5)
+    with pytest.raises(ValueError, match="`denoise` must be a number >= 0"):
+        ERCLossWeights(denoise=-1)
+
+
+def test_the_anchor_keeps_erc_a_denoiser():
+    """30 ERC steps on a tiny model: alone, its ε-MSE on held-out input images grows past the base's; with the
+    denoising anchor it stays below it (the health check's input_eps_ratio)."""
+    import torch.nn.functional as F
+
+    from diffusers_uip2p.shapes.dataset import split_edits
+    from diffusers_uip2p.shapes.training_utils import scenes_to_tensor
+    from diffusers_uip2p.training.health import HealthCheck, shapes_health_records
+
+    edits = split_edits("train", 8)
+    records, _ = shapes_health_records(8)
+    records = {k: F.interpolate(v, size=16, mode="area") if torch.is_tensor(v) else v for k, v in records.items()}
+    ratios = {}
+    for anchor in (0.0, 1.0):
+        unet, models, _ = tiny_setup()
+        health = HealthCheck(models, records, tiny_instruct_pix2pix_components()["unet"].eval())
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+        generator, config = torch.Generator().manual_seed(0), ERCConfig(ERCLossWeights(attn=0.0, denoise=anchor))
+        for step in range(30):
+            chosen = [edits[(2 * step) % 8], edits[(2 * step + 1) % 8]]
+            batch = {"pixel_values": F.interpolate(scenes_to_tensor([e.source for e in chosen]), size=16, mode="area"),
+                     **{key: [getattr(e, key) for e in chosen] for key in
+                        ("input_caption", "instruction", "edited_caption", "reverse_instruction")}}
+            batch["edit_instruction"] = batch.pop("instruction")
+            erc_step(unet, models, batch, config, generator).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        ratios[anchor] = health(unet)["input_eps_ratio"]
+    assert ratios[0.0] > 1.2 and ratios[1.0] < 0.8, ratios

@@ -168,6 +168,54 @@ def test_bad_bases_and_mismatched_data(assets, tmp_path):
         train_uip2p.main(args)
 
 
+def test_health_checks_are_logged_and_carded(assets, tmp_path):
+    output = tmp_path / "health"
+    train_uip2p.main(arguments(assets, output, "--mode", "supervised", "--health_data", str(assets / "records"),
+                               "--health_records", "4", "--health_steps", "2"))
+    checks = [row for row in log(output) if "health" in row]
+    assert [row["step"] for row in checks] == [2, 4]
+    health = checks[-1]["health"]
+    for name in ("edit_eps_low", "edit_eps_high", "input_eps_low", "input_eps_high", "edit_eps_ratio",
+                 "input_eps_ratio", "bound_edit_eps_low", "bound_edit_eps_high", "bound_input_eps_low",
+                 "bound_input_eps_high"):
+        assert health[name] > 0, name
+    assert checks[0]["health"]["bound_edit_eps_low"] == health["bound_edit_eps_low"]  # the base's, computed once
+    assert all(isinstance(row["improving"], bool) for row in checks)
+    assert [row["step"] for row in log(output) if "health" not in row] == [1, 2, 3, 4]
+    card = (output / "README.md").read_text()
+    assert "## Health checks" in card and "edit_eps_ratio" in card and "Base model's bounds" in card
+
+
+def test_shapes_health_checks_judge_sampled_edits(assets, tmp_path):
+    output = tmp_path / "shapes-health"
+    train_uip2p.main(arguments(assets, output, "--health_data", "shapes", "--health_records", "3",
+                               "--health_edits", "2", "--lambda_attn", "0", steps=2))
+    health = [row for row in log(output) if "health" in row][-1]["health"]
+    assert health["judged_edits"] == 2 and 0 <= health["success"] <= health["preserved"] + 1e-9 <= 1 + 1e-9
+    assert "denoise" in log(output)[0]  # ERC runs with the denoising anchor by default
+
+
+def test_health_and_recipe_bad_input(assets, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_uip2p.main(arguments(assets, tmp_path / "a", "--lambda_denoise", "-1"))
+    assert "--lambda_denoise must be >= 0, got -1.0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--health_data 'missing-folder' is neither 'shapes' nor an existing"):
+        train_uip2p.main(arguments(assets, tmp_path / "b", "--health_data", "missing-folder", steps=1))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "records.jsonl").write_text(json.dumps({"image": "images/none.png", "input_caption": "a",
+                                                     "edit_instruction": "b", "edited_caption": "c",
+                                                     "edited_image": "images/none.png"}) + "\n")
+    with pytest.raises(ValueError, match=r"--health_data .*empty: No usable records"):
+        train_uip2p.main(arguments(assets, tmp_path / "c", "--mode", "supervised", "--health_data", str(empty),
+                                   steps=1))
+    run = tmp_path / "d"
+    train_uip2p.main(arguments(assets, run, "--mode", "supervised", steps=2))
+    with pytest.raises(ValueError, match=r"recipe differs .*--snr_gamma \(5.0 there, 0.0 here\)"):
+        train_uip2p.main(arguments(assets, run, "--mode", "supervised", "--snr_gamma", "0",
+                                   "--resume_from_checkpoint", "latest", steps=4))
+
+
 def test_two_processes_agree_and_only_the_main_one_writes(assets, tmp_path):
     """Two data-parallel processes on the CPU (gloo), launched with the documented config. Accelerate 1.x starts
     several CPU processes through its torchrun launcher (``--multi_gpu``); ``--cpu`` alone starts one process

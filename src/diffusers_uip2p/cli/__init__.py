@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _with_shapes_defaults(argv: list[str]) -> list[str]:
     """train_uip2p's arguments, with the shipped Shapes pipeline, CLIP and resolution when no model is
-    given, and exported Shapes training records when no data is given either."""
+    given, exported Shapes training records when no data is given either, and health checks on Shapes
+    validation edits."""
     def given(option: str) -> bool:
         return any(a.startswith(option) for a in argv)
 
@@ -106,6 +107,8 @@ def _with_shapes_defaults(argv: list[str]) -> list[str]:
         extra += ["--resolution", "64"]
     if not given("--train_data"):
         extra += ["--train_data", _export_shapes_records(argv)]
+    if not given("--health_data"):
+        extra += ["--health_data", "shapes"]
     return extra + argv
 
 

@@ -28,6 +28,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from ..pipelines import AutoEditPipeline
 from ..schedulers import DualScheduleInversionScheduler
 from ..testing import SD15_SCHEDULER_CONFIG
+from ..training.losses import min_snr_weights
 from .dataset import split_scenes
 from .evaluator import judge_caption
 from .training_utils import (command_line, cosine_lr, earlier_stage, scenes_to_tensor, set_lr, start_run,
@@ -61,14 +62,6 @@ def encode_scenes(scenes, vae, text_encoder, tokenizer, batch_size: int = 256):
                         truncation=True, return_tensors="pt").input_ids.to(device)
         embeddings.append(text_encoder(ids)[0])
     return torch.cat(latents), torch.cat(embeddings)
-
-
-def loss_weights(alpha_cumprod: torch.Tensor, snr_gamma: float) -> torch.Tensor:
-    """Min-SNR-γ for ε-prediction: min(SNR, γ) / SNR, so the many easy low-noise steps stop dominating."""
-    if not snr_gamma:
-        return torch.ones_like(alpha_cumprod)
-    snr = alpha_cumprod / (1 - alpha_cumprod)
-    return snr.clamp(max=snr_gamma) / snr
 
 
 @torch.no_grad()
@@ -137,7 +130,7 @@ def main(argv=None):
                                   generator=generator, device=device)
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         error = F.mse_loss(unet(noisy, timesteps, encoder_hidden_states=condition).sample, noise, reduction="none")
-        loss = (error.mean(dim=(1, 2, 3)) * loss_weights(alphas_cumprod[timesteps], args.snr_gamma)).mean()
+        loss = (error.mean(dim=(1, 2, 3)) * min_snr_weights(alphas_cumprod[timesteps], args.snr_gamma)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)

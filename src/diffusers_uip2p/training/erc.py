@@ -24,6 +24,7 @@ from .losses import (
     clip_similarity_loss,
     directional_clip_loss,
     instruction_token_mask,
+    min_snr_weights,
     reconstruction_loss,
 )
 
@@ -44,6 +45,8 @@ class ERCConfig:
         conditioning_dropout_prob: InstructPix2Pix's dropout for classifier-free guidance: with r ~ U(0, 1),
             the text is dropped when r < 2p and the image when p ≤ r < 3p. The paper is silent on it under ERC;
             we keep it so that text and image guidance work as in IP2P.
+        snr_gamma: Min-SNR-γ weighting of the denoising losses (supervised IP2P's, and ERC's anchor); 0 is
+            the plain ε-MSE of InstructPix2Pix.
     """
 
     weights: ERCLossWeights = field(default_factory=ERCLossWeights)
@@ -52,6 +55,7 @@ class ERCConfig:
     num_edit_steps: int = 1
     attention_resolutions: tuple[int, ...] | None = None
     conditioning_dropout_prob: float = 0.05
+    snr_gamma: float = 5.0
 
     def __post_init__(self):
         if not 0 <= self.min_timestep <= self.max_timestep:
@@ -61,6 +65,8 @@ class ERCConfig:
         if not 0 <= self.conditioning_dropout_prob <= 1 / 3:
             raise ValueError("`conditioning_dropout_prob` must be in [0, 1/3] (three dropout cases of p each), got "
                              f"{self.conditioning_dropout_prob}.")
+        if not self.snr_gamma >= 0:
+            raise ValueError(f"`snr_gamma` must be >= 0 (0 turns Min-SNR weighting off), got {self.snr_gamma}.")
 
 
 @dataclass
@@ -282,33 +288,44 @@ def erc_step(unet, models: EditModels, batch: dict, config: ERCConfig, generator
     }
     if weights.attn:
         terms["attn"] = attention_consistency_loss(forward_maps, forward_tokens, reverse_maps, reverse_tokens)
+    if weights.denoise:
+        # Our addition to Algorithm 1: its one-step losses never ask M to stay a denoiser, and multi-step
+        # sampling drifts (ε-MSE 50× the base's). Denoise the input under its own caption, no image:
+        # the base's text-to-image task, on what ERC may see.
+        caption_text, _ = models.encode_text(batch["input_caption"])
+        terms["denoise"] = denoising_loss(unet, models, latents, torch.zeros_like(latents), caption_text, config, generator)
     loss = sum(getattr(weights, name) * value for name, value in terms.items())
     return ERCOutput(loss=loss, losses={name: value.item() for name, value in terms.items()},
                      edited_pixels=edited_pixels.detach(), reconstructed_pixels=reconstructed_pixels.detach())
 
 
+def denoising_loss(unet, models: EditModels, clean_latents: torch.Tensor, image: torch.Tensor, text: torch.Tensor,
+                   config: ERCConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The diffusion loss of an InstructPix2Pix UNet: noise ``clean_latents`` (scaled) at t ~ U[min, max], predict
+    the noise (or v) given the ``image`` latents and ``text``; the per-sample MSE, Min-SNR-γ weighted."""
+    scheduler = models.noise_scheduler
+    device, sample_device = clean_latents.device, generator.device if generator else "cpu"
+    noise = torch.randn(clean_latents.shape, generator=generator, device=sample_device).to(device)
+    timesteps = torch.randint(config.min_timestep, config.max_timestep + 1, (len(clean_latents),), generator=generator,
+                              device=sample_device).to(device)
+    noisy = scheduler.add_noise(clean_latents, noise, timesteps)
+    prediction_type = scheduler.config.prediction_type
+    target = scheduler.get_velocity(clean_latents, noise, timesteps) if prediction_type == "v_prediction" else noise
+    output = unet(torch.cat([noisy, image], dim=1), timesteps, encoder_hidden_states=text).sample
+    error = (output.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+    weights = min_snr_weights(_alpha_bar(scheduler, timesteps, error).flatten(), config.snr_gamma, prediction_type)
+    return (error * weights).mean()
+
+
 def supervised_step(unet, models: EditModels, batch: dict, config: ERCConfig,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """InstructPix2Pix's loss, the supervised baseline: denoise the *true* edited image's latents given the
-    input image and the instruction. Needs ``batch["edited_pixel_values"]``."""
+    input image and the instruction (`denoising_loss`). Needs ``batch["edited_pixel_values"]``."""
     if "edited_pixel_values" not in batch:
         raise ValueError("Supervised training needs edited images (`edited_pixel_values`); use ERC without them.")
-    scheduler = models.noise_scheduler
-    edited = batch["edited_pixel_values"]
-    device = edited.device
-    sample_device = generator.device if generator else "cpu"
     with torch.no_grad():  # the posterior mode, as the input condition and ERC use (see `image_condition`)
-        target_latents = models.image_condition(edited) * models.scaling_factor
+        target_latents = models.image_condition(batch["edited_pixel_values"]) * models.scaling_factor
     text, _ = models.encode_text(batch["edit_instruction"])
     text, image = drop_conditioning(text, models.image_condition(batch["pixel_values"]), models.null_text,
                                     config.conditioning_dropout_prob, generator)
-    noise = torch.randn(target_latents.shape, generator=generator, device=sample_device).to(device)
-    timesteps = torch.randint(config.min_timestep, config.max_timestep + 1, (len(edited),), generator=generator,
-                              device=sample_device).to(device)
-    noisy = scheduler.add_noise(target_latents, noise, timesteps)
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(target_latents, noise, timesteps)
-    else:
-        target = noise
-    output = unet(torch.cat([noisy, image], dim=1), timesteps, encoder_hidden_states=text).sample
-    return F.mse_loss(output.float(), target.float())
+    return denoising_loss(unet, models, target_latents, image, text, config, generator)

@@ -24,10 +24,13 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @dataclass
 class ERCLossWeights:
-    """λ of each loss in L_ERC = λ_clip·L_CLIP + λ_sim·L_sim + λ_recon·L_recon + λ_attn·L_attn.
+    """λ of each loss in L_ERC = λ_clip·L_CLIP + λ_sim·L_sim + λ_recon·L_recon + λ_attn·L_attn, plus our
+    λ_denoise·L_denoise.
 
     The paper does not state its weights. The defaults weigh every loss equally, L_recon's CLIP term
     included, which keeps the four terms at similar sizes (each lies in [0, 2]) at the start of training.
+    ``denoise`` weighs our addition to the paper, the denoising anchor (`erc.erc_step`); its default 0 is
+    the paper's L_ERC (`train_uip2p` turns it on).
     """
 
     clip: float = 1.0
@@ -35,6 +38,7 @@ class ERCLossWeights:
     recon: float = 1.0
     recon_clip: float = 1.0
     attn: float = 1.0
+    denoise: float = 0.0
 
     def __post_init__(self):
         for name, value in vars(self).items():
@@ -83,6 +87,19 @@ class CLIPEmbedder(torch.nn.Module):
                                 max_length=self.model.config.text_config.max_position_embeddings)
         tokens = tokens.to(self.mean.device)
         return clip_text_embeddings(self.model, tokens.input_ids, tokens.attention_mask).float()
+
+
+def min_snr_weights(alpha_bar: torch.Tensor, gamma: float, prediction_type: str = "epsilon") -> torch.Tensor:
+    """Min-SNR-γ loss weights (Hang et al. 2023; diffusers' examples' ``--snr_gamma``), SNR = ᾱ/(1 − ᾱ):
+    min(SNR, γ)/SNR for an ε-prediction loss, min(SNR, γ)/(SNR + 1) for a v-prediction loss. The many
+    easy low-noise timesteps stop dominating the gradient, which converges several times faster.
+    γ = 0 turns the weighting off (all ones)."""
+    if not gamma:
+        return torch.ones_like(alpha_bar)
+    snr = alpha_bar / (1 - alpha_bar)
+    if prediction_type == "v_prediction":
+        return snr.clamp(max=gamma) / (snr + 1)
+    return snr.clamp(max=gamma) / snr
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,7 @@ from ..shapes.training_utils import machine
 from .batches import GeneratorState, RunClock, training_batches
 from .data import open_edit_dataset
 from .erc import AttentionRecorder, EditModels, ERCConfig, erc_step, supervised_step
+from .health import HealthCheck, dataset_health_records, shapes_health_records, still_improving
 from .hub import check_hub_push, push_folder
 from .losses import CLIPEmbedder, ERCLossWeights
 
@@ -69,6 +70,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--lambda_recon", type=float, default=1.0, help="weight of L_recon")
     add("--lambda_recon_clip", type=float, default=1.0, help="weight of L_recon's CLIP term inside L_recon")
     add("--lambda_attn", type=float, default=1.0, help="weight of L_attn (0 also skips attention capture)")
+    add("--lambda_denoise", type=float, default=1.0,
+        help="weight of the denoising anchor, our addition to ERC (ε-loss on the input image under its caption; "
+             "0: the paper's L_ERC)")
+    add("--snr_gamma", type=float, default=5.0, help="Min-SNR-γ weighting of the denoising losses; 0: plain ε-MSE")
+    add("--conv_in_lr_scale", type=float, default=1.0,
+        help="learning-rate multiplier for conv_in, whose image channels start at zero when the UNet is widened")
     add("--min_timestep", type=int, default=0)
     add("--max_timestep", type=int, default=999)
     add("--num_edit_steps", type=int, default=1, help="DDIM steps making each ERC edit (1: one-step x0)")
@@ -84,6 +91,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--validation_image", help="an image to edit with --validation_prompt every --validation_steps")
     add("--validation_prompt")
     add("--validation_steps", type=int, default=500)
+    add("--health_data", help="held-out records for the health checks: 'shapes' (Shapes validation edits, also "
+                              "sampled and judged) or records with edited images; none by default")
+    add("--health_records", type=int, default=64, help="held-out records of the ε-MSE checks")
+    add("--health_edits", type=int, default=16, help="Shapes edits sampled and judged per check ('shapes' only)")
+    add("--health_steps", type=int, help="steps between health checks (default: --checkpointing_steps)")
     add("--seed", type=int, default=0)
     add("--dataloader_num_workers", type=int, default=0)
     add("--report_to", default=None, help="accelerate tracker (tensorboard, wandb, ...); off by default")
@@ -91,10 +103,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--hub_model_id")
     add("--hub_token")
     args = parser.parse_args(argv)
+    args.health_steps = args.health_steps or args.checkpointing_steps
     for name in ("resolution", "train_batch_size", "gradient_accumulation_steps", "max_train_steps",
-                 "checkpointing_steps", "validation_steps", "num_edit_steps"):
+                 "checkpointing_steps", "validation_steps", "num_edit_steps", "health_records", "health_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("lambda_clip", "lambda_sim", "lambda_recon", "lambda_recon_clip", "lambda_attn", "lambda_denoise",
+                 "snr_gamma", "health_edits"):
+        if not getattr(args, name) >= 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if not args.conv_in_lr_scale > 0:
+        parser.error(f"--conv_in_lr_scale must be > 0, got {args.conv_in_lr_scale}")
     if not 0 <= args.min_timestep <= args.max_timestep:
         parser.error("need 0 <= --min_timestep <= --max_timestep")
     if bool(args.validation_image) != bool(args.validation_prompt):
@@ -174,23 +193,76 @@ def validate(pipe: UIP2PPipeline, args, step: int) -> Path:
     return path
 
 
+# What a resumed run must share with the run it continues (its length, paths and reporting may change).
+RECIPE = ("pretrained_model_name_or_path", "mode", "resolution", "random_flip", "train_batch_size",
+          "gradient_accumulation_steps", "learning_rate", "lr_scheduler", "lr_warmup_steps", "adam_weight_decay",
+          "max_grad_norm", "conditioning_dropout_prob", "lambda_clip", "lambda_sim", "lambda_recon",
+          "lambda_recon_clip", "lambda_attn", "lambda_denoise", "snr_gamma", "conv_in_lr_scale", "min_timestep",
+          "max_timestep", "num_edit_steps", "attention_resolutions", "use_ema", "ema_decay", "lora_rank", "seed")
+
+
+def recipe(args) -> dict:
+    return {name: getattr(args, name) for name in RECIPE}
+
+
+def check_recipe(args, checkpoint: Path) -> None:
+    """A resume must continue the same recipe: another loss weight, anchor or batch is a different run."""
+    path = checkpoint / "recipe.json"
+    if not path.is_file():
+        raise ValueError(f"{checkpoint} has no recipe.json, so it cannot be checked against this run's settings; "
+                         "it was written by an older train_uip2p: start a new --output_dir.")
+    saved, current = json.loads(path.read_text()), recipe(args)
+    differ = {k: (saved.get(k), current[k]) for k in RECIPE if saved.get(k) != current[k]}
+    if differ:
+        raise ValueError(f"--resume_from_checkpoint {checkpoint}: this run's recipe differs from the checkpoint's in "
+                         + ", ".join(f"--{k} ({old!r} there, {new!r} here)" for k, (old, new) in differ.items())
+                         + ". Resume with the same settings, or start a new --output_dir.")
+
+
 def last_loss_means(log_path: Path, window: int = 50) -> dict[str, float]:
     """Mean of each loss term over the log's last ``window`` steps: read from the log, not from memory, so
     that a resumed run's card covers steps from before the resume too."""
-    rows = [json.loads(line) for line in log_path.read_text().splitlines()][-window:] if log_path.is_file() else []
+    rows = [row for row in map(json.loads, log_path.read_text().splitlines()) if "health" not in row] \
+        if log_path.is_file() else []
+    rows = rows[-window:]
     names = [k for k in rows[0] if k not in ("step", "lr")] if rows else []
     return {k: sum(r[k] for r in rows) / len(rows) for k in names}
 
 
-def write_card(args, losses: dict[str, float], seconds: float, validation: list[Path]) -> None:
-    objective = ("ERC (UIP2P): L = λ_clip·L_CLIP + λ_sim·L_sim + λ_recon·L_recon + λ_attn·L_attn, no edited images"
+def health_rows(log_path: Path) -> list[dict]:
+    return [row for row in map(json.loads, log_path.read_text().splitlines()) if "health" in row] \
+        if log_path.is_file() else []
+
+
+def health_markdown(rows: list[dict]) -> list[str]:
+    """The health checks of the run as a table (`training/health.py` says what each column means)."""
+    if not rows:
+        return ["No health checks ran (`--health_data`)."]
+    fields = [f for f in ("edit_eps_low", "edit_eps_high", "edit_eps_ratio", "input_eps_ratio", "success", "preserved")
+              if f in rows[0]["health"]]
+    bounds = rows[0]["health"]
+    lines = [f"Base model's bounds: edit ε-MSE {bounds['bound_edit_eps_low']:.4f} (t < 500), "
+             f"{bounds['bound_edit_eps_high']:.4f} (t ≥ 500); input ε-MSE {bounds['bound_input_eps_low']:.4f}, "
+             f"{bounds['bound_input_eps_high']:.4f}.", "", "| step | " + " | ".join(fields) + " | improving |",
+             "|---:|" + "---:|" * (len(fields) + 1)]
+    lines += [f"| {r['step']} | " + " | ".join(f"{r['health'][f]:.4f}" for f in fields) + f" | {r['improving']} |"
+              for r in rows]
+    if not rows[-1]["improving"]:
+        lines += ["", "**The health checks stopped improving** (no better edit ε-MSE or success in the last checks)."]
+    return lines
+
+
+def write_card(args, losses: dict[str, float], seconds: float, validation: list[Path], health: list[dict]) -> None:
+    objective = ("ERC (UIP2P): L = λ_clip·L_CLIP + λ_sim·L_sim + λ_recon·L_recon + λ_attn·L_attn "
+                 "+ λ_denoise·L_denoise (our denoising anchor), no edited images"
                  if args.mode == "erc" else "supervised InstructPix2Pix: ε-MSE on the true edited images")
     weights = {k: getattr(args, k) for k in ("lambda_clip", "lambda_sim", "lambda_recon", "lambda_recon_clip",
-                                             "lambda_attn")} if args.mode == "erc" else {}
+                                             "lambda_attn", "lambda_denoise")} if args.mode == "erc" else {}
     hyper = {k: getattr(args, k) for k in ("resolution", "train_batch_size", "gradient_accumulation_steps",
                                            "max_train_steps", "learning_rate", "lr_scheduler",
                                            "conditioning_dropout_prob", "use_ema", "ema_decay", "lora_rank",
-                                           "min_timestep", "max_timestep", "num_edit_steps", "seed")}
+                                           "min_timestep", "max_timestep", "num_edit_steps", "snr_gamma",
+                                           "conv_in_lr_scale", "seed")}
     clip = f"`{args.clip_model_name_or_path}`" if args.mode == "erc" else "n/a"
     front_matter = ["---", "library_name: diffusers", f"base_model: {args.pretrained_model_name_or_path}",
                     "pipeline_tag: image-to-image", "tags: [diffusers-uip2p, instruct-pix2pix, image-editing]", "---"]
@@ -200,7 +272,8 @@ def write_card(args, losses: dict[str, float], seconds: float, validation: list[
              f"- hyper-parameters: {hyper}", f"- training time: {seconds / 60:.1f} min on {machine()}", "",
              "## Training", "", f"```\n{args.command}\n```", "", "## Validation", "",
              "Mean of each loss term over the last 50 steps: "
-             + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()), ""]
+             + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()), "", "## Health checks", "",
+             *health_markdown(health), ""]
     lines += [f"![step {p.stem}](validation/{p.name})" for p in validation]
     (Path(args.output_dir) / "README.md").write_text("\n".join(lines) + "\n")
 
@@ -231,9 +304,10 @@ def main(argv=None):
     models = EditModels(vae.to(accelerator.device).eval(), text_encoder.to(accelerator.device, weight_dtype).eval(),
                         tokenizer, noise_scheduler, clip)
     config = ERCConfig(ERCLossWeights(args.lambda_clip, args.lambda_sim, args.lambda_recon, args.lambda_recon_clip,
-                                      args.lambda_attn), args.min_timestep, args.max_timestep, args.num_edit_steps,
+                                      args.lambda_attn, args.lambda_denoise if args.mode == "erc" else 0.0),
+                       args.min_timestep, args.max_timestep, args.num_edit_steps,
                        tuple(args.attention_resolutions) if args.attention_resolutions else None,
-                       args.conditioning_dropout_prob)
+                       args.conditioning_dropout_prob, args.snr_gamma)
 
     dataset = open_edit_dataset(args.train_data, resolution=args.resolution, require_edited=args.mode == "supervised",
                                 on_bad_record=args.on_bad_record, columns=args.columns or None,
@@ -248,7 +322,11 @@ def main(argv=None):
     unet.train()
     trainable = [p for p in unet.parameters() if p.requires_grad]
     ema = EMAModel(trainable, decay=args.ema_decay) if args.use_ema else None
-    optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    conv_in = {id(p) for p in unet.conv_in.parameters() if p.requires_grad}
+    groups = [{"params": [p for p in trainable if id(p) not in conv_in], "lr": args.learning_rate},
+              {"params": [p for p in trainable if id(p) in conv_in], "lr": args.learning_rate * args.conv_in_lr_scale}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=args.learning_rate,
+                                  weight_decay=args.adam_weight_decay)
     # The prepared schedule steps once per process per optimiser step (as in diffusers' scripts).
     lr_schedule = get_scheduler(args.lr_scheduler, optimizer,
                                 num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
@@ -269,6 +347,7 @@ def main(argv=None):
         if path is None:
             accelerator.print(f"No checkpoint in {args.output_dir}: starting a new run.")
         else:
+            check_recipe(args, path)
             accelerator.load_state(str(path))
             step = int(path.name.split("-")[1])
             accelerator.print(f"Resumed from {path} at step {step}.")
@@ -283,6 +362,11 @@ def main(argv=None):
         accelerator.print(f"{args.mode} training of {sum(p.numel() for p in trainable) / 1e6:.2f} M parameters"
                           + (" (UNet widened from text-to-image)" if widened else ""))
 
+    health = None
+    if args.health_data and accelerator.is_main_process:
+        health = build_health_check(args, models, dataset_options={"resolution": args.resolution,
+                                                                   "columns": args.columns or None})
+    history = [row["health"] for row in health_rows(log_path)]
     batches = training_batches(dataset, args.train_batch_size, args.seed, accelerator.process_index,
                                accelerator.num_processes, start_batch=step * args.gradient_accumulation_steps,
                                num_workers=args.dataloader_num_workers)
@@ -329,11 +413,24 @@ def main(argv=None):
                     prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
                 accelerator.wait_for_everyone()
                 accelerator.save_state(str(Path(args.output_dir) / f"checkpoint-{step}"))
+                if accelerator.is_main_process:
+                    (Path(args.output_dir) / f"checkpoint-{step}" / "recipe.json").write_text(json.dumps(recipe(args)))
             if args.validation_image and accelerator.is_main_process and (
                     step % args.validation_steps == 0 or step == args.max_train_steps):
                 with recorder.suspended() if recorder else contextlib.nullcontext():
                     pipe = edit_pipeline(accelerator.unwrap_model(unet), models, base)
                     validation.append(with_ema(ema, trainable, validate, pipe, args, step))
+            if health is not None and (step % args.health_steps == 0 or step == args.max_train_steps):
+                with recorder.suspended() if recorder else contextlib.nullcontext():
+                    pipe = edit_pipeline(accelerator.unwrap_model(unet), models, base)
+                    report = with_ema(ema, trainable, health, pipe.unet, pipe)
+                history.append(report)
+                improving = still_improving(history)
+                with log_path.open("a") as log:
+                    log.write(json.dumps({"step": step, "health": report, "improving": improving}) + "\n")
+                progress.write(f"health at step {step}: " + ", ".join(
+                    f"{k} {report[k]:.4f}" for k in ("edit_eps_ratio", "input_eps_ratio", "success", "preserved")
+                    if k in report) + ("" if improving else " (stopped improving)"))
     progress.close()
 
     accelerator.wait_for_everyone()
@@ -343,7 +440,7 @@ def main(argv=None):
         if ema is not None:
             ema.copy_to(trainable)
         save(final, models, args)
-        write_card(args, last_loss_means(log_path), clock.seconds, validation)
+        write_card(args, last_loss_means(log_path), clock.seconds, validation, health_rows(log_path))
         if args.push_to_hub:
             repo = push_folder(args.output_dir, args.hub_model_id, token, f"train_uip2p {args.mode}")
             accelerator.print(f"Pushed to https://huggingface.co/{repo}")
@@ -353,6 +450,24 @@ def main(argv=None):
     unet = optimizer = lr_schedule = None
     accelerator.free_memory()
     accelerator.end_training()
+
+
+def build_health_check(args, models: EditModels, dataset_options: dict) -> HealthCheck:
+    """The held-out records (the Shapes validation edits, or --health_data records) and the base's bounds."""
+    edits = None
+    if args.health_data == "shapes":
+        records, edits = shapes_health_records(args.health_records)
+        edits = edits[: args.health_edits]
+    else:
+        if not Path(args.health_data).exists():
+            raise ValueError(f"--health_data {args.health_data!r} is neither 'shapes' nor an existing records path.")
+        try:
+            records = dataset_health_records(open_edit_dataset(args.health_data, require_edited=True,
+                                                               **dataset_options), args.health_records)
+        except ValueError as error:
+            raise ValueError(f"--health_data {args.health_data}: {error}") from error
+    base_unet = UNet2DConditionModel.from_pretrained(args.pretrained_model_name_or_path, subfolder="unet")
+    return HealthCheck(models, records, base_unet.to(models.vae.device).eval(), edits or None, seed=args.seed)
 
 
 def with_ema(ema, parameters, function, *args):
