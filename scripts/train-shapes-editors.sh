@@ -32,7 +32,9 @@ wait
 for pair in uip2p:work/uip2p-erc ip2p:work/ip2p-supervised; do
   name=${pair%%:*} run=${pair#*:}
   rm -rf "${models:?}/$name" && mkdir -p "$models/$name"
-  cp -r "$run"/{model_index.json,README.md,scheduler,text_encoder,tokenizer,unet,vae} "$models/$name/"
+  cp -r "$run"/{model_index.json,README.md,scheduler,unet} "$models/$name/"
+  # The frozen VAE, text encoder and tokenizer are the pipeline's: shared, not copied (shapes/pretrained.py).
+  echo '{"vae": "../pipeline", "text_encoder": "../pipeline", "tokenizer": "../pipeline"}' > "$models/$name/shared_components.json"
 done
 $py benchmarks/shapes_tables.py --threads 1 --ablation "L_CLIP + L_recon=work/ablation-clip-recon" \
   "L_CLIP + L_recon + L_sim=work/ablation-clip-recon-sim"

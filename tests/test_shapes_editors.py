@@ -7,6 +7,7 @@ from pathlib import Path
 
 import PIL.Image
 import pytest
+import torch
 
 from diffusers_uip2p import UIP2PPipeline
 from diffusers_uip2p.cli import main
@@ -28,6 +29,28 @@ def test_shipped_editors_load_offline(name):
     assert all(p.suffix != ".bin" for p in shapes_model_path(name).rglob("*")), "safetensors only"
     card = (shapes_model_path(name) / "README.md").read_text()
     assert "training time" in card and "--seed 0" in card
+
+
+def test_editors_share_the_pipelines_frozen_components(tmp_path):
+    """The editors carry no copy of the VAE, text encoder and tokenizer they were trained with, frozen: they load
+    the pipeline's, the same weights bit for bit."""
+    import json
+    import shutil
+
+    from diffusers_uip2p.shapes.pretrained import load_shapes_pipeline, shared_components
+
+    pipe, editor = load_shapes_pipeline(), load_shapes_editor("ip2p")
+    for name in ("vae", "text_encoder"):
+        assert not (shapes_model_path("ip2p") / name).exists()
+        ours, theirs = getattr(editor, name).state_dict(), getattr(pipe, name).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert editor.tokenizer("a red circle").input_ids == pipe.tokenizer("a red circle").input_ids
+    folder = tmp_path / "editor"
+    shutil.copytree(shapes_model_path("ip2p"), folder)
+    (folder / "shared_components.json").write_text(json.dumps({"vae": str(shapes_model_path("pipeline")),
+                                                               "image_encoder2": "../x"}))
+    with pytest.raises(ValueError, match="shares 'image_encoder2', which .*model_index.json does not list"):
+        shared_components(folder)
 
 
 def _table_rows(run: str) -> dict[str, dict]:

@@ -11,7 +11,7 @@ import PIL.Image
 import torch
 
 from ..evaluation import ddim_round_trip, ddim_steps_for_same_budget, psnr, relative_error
-from ..shapes.pretrained import resolve_model
+from ..shapes.pretrained import resolve_model, shared_components
 from .images import fit_to_model, open_image, sample_caption, side_by_side
 
 SHIPPED = "shipped Shapes {}"
@@ -67,6 +67,11 @@ def _write(output: str, name: str, image: PIL.Image.Image, grid: PIL.Image.Image
     return report
 
 
+def _shared(model: str) -> dict:
+    folder = Path(resolve_model(model))
+    return shared_components(folder) if folder.is_dir() else {}
+
+
 def _auto_edit_pipeline(model: str | None):
     from ..pipelines import AutoEditPipeline
 
@@ -74,7 +79,8 @@ def _auto_edit_pipeline(model: str | None):
         from ..shapes.pretrained import load_shapes_pipeline
 
         return load_shapes_pipeline()
-    return AutoEditPipeline.from_pretrained(resolve_model(model), safety_checker=None, feature_extractor=None)
+    return AutoEditPipeline.from_pretrained(resolve_model(model), **_shared(model), safety_checker=None,
+                                            feature_extractor=None)
 
 
 def edit(args: argparse.Namespace) -> dict:
@@ -91,7 +97,8 @@ def edit(args: argparse.Namespace) -> dict:
 
         pipe = load_shapes_editor("uip2p")
     else:
-        pipe = UIP2PPipeline.from_pretrained(resolve_model(args.model), safety_checker=None, feature_extractor=None)
+        pipe = UIP2PPipeline.from_pretrained(resolve_model(args.model), **_shared(args.model), safety_checker=None,
+                                             feature_extractor=None)
     pipe.set_progress_bar_config(desc="edit", leave=False)
     image = fit_to_model(image, pipe, args.size)
     checked = args.reverse is not None

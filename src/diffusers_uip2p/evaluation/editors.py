@@ -15,6 +15,8 @@ from pathlib import Path
 import PIL.Image
 import torch
 
+from ..shapes.pretrained import shared_components
+
 PIPELINE_KINDS = ("uip2p", "instruct-pix2pix", "auto-edit")
 _KIND_OF_CLASS = {"UIP2PPipeline": "uip2p", "StableDiffusionInstructPix2PixPipeline": "instruct-pix2pix",
                   "AutoEditPipeline": "auto-edit", "StableDiffusionPipeline": "auto-edit"}
@@ -131,4 +133,5 @@ def load_pipeline(model: str, kind: str | None = None, dtype: torch.dtype | None
     kwargs = {"safety_checker": None, "feature_extractor": None, "use_safetensors": True, "dtype": dtype}
     if kind != "auto-edit":
         kwargs["requires_safety_checker"] = False
-    return classes[kind].from_pretrained(model, **kwargs)
+    shared = shared_components(model, dtype) if Path(model).is_dir() else {}
+    return classes[kind].from_pretrained(model, **shared, **kwargs)

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -36,6 +38,35 @@ def resolve_model(model: str) -> str:
     return model
 
 
+SHARED_FILE = "shared_components.json"
+
+
+def shared_components(folder, dtype=None) -> dict:
+    """The components a pipeline folder shares with another instead of carrying a copy, loaded, as keyword
+    arguments for ``from_pretrained`` (empty for an ordinary folder).
+
+    A folder may hold ``shared_components.json``, ``{"vae": "../pipeline", ...}``: each named component is
+    loaded from that folder (relative to this one), with the class its own ``model_index.json`` names. The
+    shipped editors share the text-to-image pipeline's VAE, text encoder and tokenizer this way, which they
+    were trained with, frozen: the same weights, once in the package.
+    """
+    folder = Path(folder)
+    if not (folder / SHARED_FILE).is_file():
+        return {}
+    index = json.loads((folder / "model_index.json").read_text())
+    components = {}
+    for name, source in json.loads((folder / SHARED_FILE).read_text()).items():
+        if name not in index:
+            raise ValueError(f"{folder / SHARED_FILE} shares {name!r}, which {folder}/model_index.json does not list.")
+        library, class_name = index[name]
+        component = getattr(importlib.import_module(library), class_name).from_pretrained(
+            (folder / source).resolve(), subfolder=name)
+        if dtype is not None and hasattr(component, "to"):
+            component = component.to(dtype)
+        components[name] = component
+    return components
+
+
 def load_shapes_pipeline(pipeline_class=None, **kwargs):
     """The Shapes text-to-image pipeline folder loaded as ``pipeline_class`` (default `AutoEditPipeline`)."""
     if pipeline_class is None:
@@ -54,7 +85,8 @@ def load_shapes_editor(name: str = "uip2p", **kwargs):
 
     kwargs.setdefault("safety_checker", None)
     kwargs.setdefault("feature_extractor", None)
-    return UIP2PPipeline.from_pretrained(shapes_model_path(name), **kwargs)
+    path = shapes_model_path(name)
+    return UIP2PPipeline.from_pretrained(path, **{**shared_components(path, kwargs.get("dtype")), **kwargs})
 
 
 def load_shapes_clip():
