@@ -62,15 +62,14 @@ def test_p2p_picks_refine_for_added_words(pipe, inversion):
     assert torch.equal(reference.source_latents, out.source_latents)  # the source row is untouched
 
 
-def test_masactrl_past_the_last_step_equals_direct_editing(pipe, inversion):
-    """Equal up to kernel rounding: MasaCtrl's layers compute attention explicitly, direct editing keeps
-    the fused kernel there (about 1e-6 per call, amplified a little by the chain)."""
+def test_masactrl_acts_and_a_start_past_the_schedule_is_refused(pipe, inversion):
+    """A start step past the last one used to turn MasaCtrl silently into direct editing."""
     direct = pipe(TARGET, inversion=inversion, edit_method="direct", source_prompt=SOURCE, output_type="latent")
-    late = pipe(TARGET, inversion=inversion, edit_method="masactrl", masactrl_start_step=100, output_type="latent")
     early = pipe(TARGET, inversion=inversion, edit_method="masactrl", masactrl_start_step=0,
                  masactrl_total_layers=None, masactrl_start_layer=0, output_type="latent")
-    assert torch.allclose(direct.latents, late.latents, atol=1e-3)
     assert not torch.allclose(direct.latents, early.latents, atol=1e-3)
+    with pytest.raises(ValueError, match=r"`masactrl_start_step` must be in \[0, 8\).*got 100: MasaCtrl would never act"):
+        pipe(TARGET, inversion=inversion, edit_method="masactrl", masactrl_start_step=100, output_type="latent")
 
 
 def test_attention_maps_are_returned_per_target_token(pipe, inversion):

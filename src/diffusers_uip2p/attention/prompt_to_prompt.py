@@ -10,6 +10,7 @@ latents outside the edited words' region equal to the source's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -188,6 +189,8 @@ class AttentionReweight(PromptToPromptController):
         self.previous = previous
         self.equalizer = torch.ones(len(self.prompts) - 1, self.num_tokens)
         for word, scale in scales.items():
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+                raise TypeError(f"`scales` (the equalizer) must map words to finite numbers, got {word!r}: {scale!r}.")
             for target, positions in enumerate(_positions_in_targets(tokenizer, self.prompts, word, "scales")):
                 self.equalizer[target, positions] = float(scale)
 

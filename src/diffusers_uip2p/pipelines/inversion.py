@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import contextlib
 
-import numpy as np
-import PIL.Image
 import torch
 from diffusers.utils import logging
 
 from ..schedulers import DualScheduleInversionScheduler, DualScheduleState
+from .validation import DEFAULT_MAX_PIXELS, to_unit_pixels
 
 logger = logging.get_logger(__name__)
 
@@ -57,39 +56,12 @@ class DualScheduleInversionMixin:
             )
         return self.scheduler
 
-    def preprocess_images(self, image, name: str = "image") -> torch.Tensor:
-        """PIL image(s), HWC arrays in [0, 1] or uint8, or BCHW tensors in [-1, 1] → BCHW float in [-1, 1].
+    max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # larger images are refused; None: no limit
 
-        Images must be RGB. A side that is not a multiple of ``vae_scale_factor`` is resized down to one,
-        with a warning.
-        """
-        images = image if isinstance(image, list) else [image]
-        if not images:
-            raise ValueError(f"`{name}` is an empty list; give at least one image.")
-        for i, img in enumerate(images):
-            where = f"`{name}`" + (f"[{i}]" if isinstance(image, list) else "")
-            if isinstance(img, PIL.Image.Image):
-                if img.mode != "RGB":
-                    raise ValueError(f"{where} must be an RGB image, got mode {img.mode!r}; use `.convert('RGB')`.")
-            elif isinstance(img, (np.ndarray, torch.Tensor)):
-                channel_axis = -1 if isinstance(img, np.ndarray) else -3  # HWC arrays, CHW tensors
-                if img.ndim not in (3, 4) or img.shape[channel_axis] != 3:
-                    raise ValueError(
-                        f"{where} must have 3 (RGB) channels: HWC/NHWC arrays or CHW/NCHW tensors; got shape "
-                        f"{tuple(img.shape)}."
-                    )
-            else:
-                raise TypeError(f"{where} must be a PIL image, a numpy array or a torch tensor, got {type(img).__name__}.")
-        height, width = self.image_processor.get_default_height_width(images[0])
-        factor = self.vae_scale_factor
-        if height % factor or width % factor or height < factor or width < factor:
-            new_h, new_w = max(factor, height // factor * factor), max(factor, width // factor * factor)
-            logger.warning(
-                f"`{name}` is {width}×{height}; the VAE needs sides that are multiples of {factor}, so it is "
-                f"resized to {new_w}×{new_h}."
-            )
-            height, width = new_h, new_w
-        return self.image_processor.preprocess(image, height=height, width=width)
+    def preprocess_images(self, image, name: str = "image") -> torch.Tensor:
+        """Any accepted image form (`validation` module) → BCHW float in [-1, 1], sides resized down to
+        multiples of ``vae_scale_factor`` with a warning."""
+        return to_unit_pixels(image, name, self.vae_scale_factor, self.max_image_pixels) * 2 - 1
 
     @contextlib.contextmanager
     def _vae_in_float32(self):

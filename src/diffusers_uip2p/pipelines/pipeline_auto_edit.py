@@ -7,6 +7,7 @@ the task classifier (or word rules) on the prompt pair, and the method the task 
 
 from __future__ import annotations
 
+import warnings
 from contextlib import nullcontext
 from typing import Callable
 
@@ -27,6 +28,7 @@ from .editing import DEFAULT_TARGET_RULE, EDIT_METHODS, P2P_SELF_REPLACE_MIN_LEV
 from .inversion import DualScheduleInversionMixin, as_prompt_list, repeat_state
 from .outputs import AutoEditPipelineOutput, DualScheduleInversionOutput
 from .routing import EditRoute, caption_image, route_edit, task_method_table
+from .validation import check_finite, check_guidance, check_number, check_steps
 
 logger = logging.get_logger(__name__)
 
@@ -165,6 +167,8 @@ class AutoEditPipeline(
         """
         scheduler = self._inversion_scheduler()
         prompts = as_prompt_list(prompt)
+        check_steps(num_inference_steps, minimum=2)
+        check_guidance(guidance_scale)
         pixels = self.preprocess_images(image)
         if len(prompts) != pixels.shape[0]:
             if len(prompts) == 1:
@@ -285,7 +289,7 @@ class AutoEditPipeline(
         masactrl_start_layer: int = 10,
         masactrl_total_layers: int | None = 16,
         masactrl_foreground_words=None,
-        strength: float = 0.5,
+        strength: float | None = None,
         return_attention_maps: bool = False,
         height: int | None = None,
         width: int | None = None,
@@ -347,7 +351,8 @@ class AutoEditPipeline(
             masactrl_total_layers: the depth ``masactrl_start_layer`` counts in (16: SD 1.x's, rescaled to this
                 UNet); None counts this UNet's self-attention layers directly.
             masactrl_foreground_words: MasaCtrl with masks from cross-attention: foreground word(s) per prompt.
-            strength: SDEdit: fraction of the schedule inverted and resampled (1 = all of it).
+            strength: SDEdit: fraction of the schedule inverted and resampled (1 = all of it); 0.5 when left out.
+                Given with another method it is ignored, with a warning.
             return_attention_maps: return per-token cross-attention maps of each target prompt.
             height, width, generator, latents: for generation from noise only.
             callback_on_step_end: diffusers-style callback. A returned ``latents`` replaces the latent the
@@ -364,6 +369,11 @@ class AutoEditPipeline(
             negative_prompt = inversion.negative_prompt if negative_prompt is None else negative_prompt
         num_inference_steps = 50 if num_inference_steps is None else num_inference_steps
         guidance_scale = 7.5 if guidance_scale is None else guidance_scale
+        check_steps(num_inference_steps, minimum=2 if inversion is not None or image is not None else 1)
+        check_guidance(guidance_scale)
+        check_number(strength, "strength", low=0.0, low_open=True, high=1.0, optional=True)
+        check_finite(latents, "latents")
+        check_finite(prompt_embeds, "prompt_embeds")
 
         target_rule = DEFAULT_TARGET_RULE if target_rule is None else target_rule
         row_rules = None if prompt is None else (
@@ -384,6 +394,11 @@ class AutoEditPipeline(
             if edit_method == "auto":
                 route = self.route_edit(source_prompt, prompt[1], task_methods)
                 edit_method = route.method
+            if strength is not None and edit_method != "sdedit":
+                warnings.warn(f"`strength` applies to SDEdit only; edit_method={edit_method!r} ignores it.", stacklevel=2)
+            if edit_method == "masactrl" and not 0 <= masactrl_start_step < num_inference_steps:
+                raise ValueError(f"`masactrl_start_step` must be in [0, {num_inference_steps}) (the sampling steps), "
+                                 f"got {masactrl_start_step}: MasaCtrl would never act.")
             plan = plan_edit(
                 edit_method, prompt, self.tokenizer, p2p_mode=p2p_mode, cross_replace_steps=cross_replace_steps,
                 self_replace_steps=self_replace_steps, self_replace_min_level=self_replace_min_level,
@@ -391,7 +406,7 @@ class AutoEditPipeline(
                 local_blend_threshold=local_blend_threshold, local_blend_start=local_blend_start,
                 masactrl_start_step=masactrl_start_step, masactrl_start_layer=masactrl_start_layer,
                 masactrl_total_layers=masactrl_total_layers, masactrl_foreground_words=masactrl_foreground_words,
-                strength=strength, return_attention_maps=return_attention_maps)
+                strength=0.5 if strength is None else strength, return_attention_maps=return_attention_maps)
             clean = inversion.latents if inversion is not None else \
                 self.encode_images(self.preprocess_images(image)).to(device, self.unet.dtype)
             if clean.shape[0] != 1:

@@ -21,6 +21,7 @@ from diffusers.utils import BaseOutput
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from ..attention import AttentionController, AttentionStore, attention_control
+from .validation import DEFAULT_MAX_PIXELS, check_finite, check_generator, check_guidance, check_steps, to_unit_pixels
 
 _PARENT_CALL = inspect.signature(StableDiffusionInstructPix2PixPipeline.__call__)
 MAX_SEED = 2**31 - 1
@@ -134,6 +135,24 @@ class UIP2PPipeline(StableDiffusionInstructPix2PixPipeline):
                 "`convert_pipeline_folder`) and train it."
             )
 
+    max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # larger images are refused; None: no limit
+
+    def normalise_image(self, image):
+        """``image`` in any accepted form (`validation` module) → NCHW float pixels in [0, 1], which the parent
+        maps to [−1, 1] as it maps its own PIL input (RGB PIL images it needs not resize go through as they
+        are); a tensor with the VAE's latent channels stays image latents, as in diffusers' InstructPix2Pix."""
+        if image is None:
+            raise ValueError("`image` is required: InstructPix2Pix/UIP2P edits an input image.")
+        latent_channels = self.vae.config.latent_channels
+        if isinstance(image, torch.Tensor) and image.ndim in (3, 4) and image.shape[-3] == latent_channels:
+            check_finite(image, "image")
+            return image
+        pixels = to_unit_pixels(image, "image", self.vae_scale_factor, self.max_image_pixels)
+        images = image if isinstance(image, list) else [image]
+        if all(isinstance(i, PIL.Image.Image) and i.mode == "RGB" and i.size == pixels.shape[:-3:-1] for i in images):
+            return image  # what the parent reads right: keep its own path, bit for bit
+        return pixels
+
     def check_edit_inputs(self, prompt, image, prompt_embeds) -> int:
         """Validate what the parent checks late or not at all; returns the prompt batch size."""
         self._check_unet(self.unet)
@@ -149,6 +168,17 @@ class UIP2PPipeline(StableDiffusionInstructPix2PixPipeline):
             raise ValueError(f"`image` holds {images} images but `prompt` {batch} prompts: give one image per prompt, "
                              "or a single image for all.")
         return batch
+
+    def check_numbers(self, call: dict, batch: int | None) -> None:
+        """Steps, guidances, latents and generators, before any model runs (the parent would take a NaN or
+        negative guidance silently as no guidance, and cut or break on a generator list of the wrong length)."""
+        check_steps(call["num_inference_steps"])
+        check_guidance(call["guidance_scale"])
+        check_guidance(call["image_guidance_scale"], "image_guidance_scale")
+        check_finite(call["latents"], "latents")
+        check_finite(call["prompt_embeds"], "prompt_embeds")
+        if batch is not None:
+            check_generator(call["generator"], batch * (call["num_images_per_prompt"] or 1))
 
     def check_uip2p_inputs(self, call: dict, reverse_instruction, num_candidates, seed, reversibility_metric,
                            return_attention_maps, batch) -> None:
@@ -201,13 +231,14 @@ class UIP2PPipeline(StableDiffusionInstructPix2PixPipeline):
                 may differ from a plain call in the last bits.
         """
         features = reverse_instruction is not None or num_candidates != 1 or seed is not None or return_attention_maps
+        image = self.normalise_image(image)
+        call = self._bind(prompt, image, args, kwargs)
+        batch = self.check_edit_inputs(prompt, image, call["prompt_embeds"])
+        self.check_numbers(call, batch)
         if not features:
-            self.check_edit_inputs(prompt, image, kwargs.get("prompt_embeds"))
             out = super().__call__(prompt, image, *args, **kwargs)
             return UIP2PPipelineOutput(**out) if isinstance(out, BaseOutput) else out
 
-        call = self._bind(prompt, image, args, kwargs)
-        batch = self.check_edit_inputs(prompt, image, call["prompt_embeds"])
         self.check_uip2p_inputs(call, reverse_instruction, num_candidates, seed, reversibility_metric,
                                 return_attention_maps, batch)
         output_type, return_dict = call["output_type"], call["return_dict"]
@@ -269,6 +300,7 @@ class UIP2PPipeline(StableDiffusionInstructPix2PixPipeline):
                     "reverse_instruction", "num_candidates", "seed", "return_attention_maps"} & set(kwargs)
         if reserved:
             raise ValueError(f"`edit_sequence` does not take {sorted(reserved)}: they apply to single calls.")
+        image = self.normalise_image(image)
         self.check_edit_inputs(instructions[0], image, None)
         output_type = kwargs.pop("output_type", "pil")
         current, chains = image, {"forward": [], "reverse": []}
