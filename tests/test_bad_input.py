@@ -183,6 +183,13 @@ def test_uip2p_bad_numbers(ip2p, kwargs, error, match):
         _edit(ip2p, RGB, **kwargs)
 
 
+def test_uip2p_reverse_arguments_need_the_reverse_instruction(ip2p):
+    with pytest.raises(ValueError, match="`reverse_kwargs` configures the reverse edit: give `reverse_instruction`"):
+        _edit(ip2p, RGB, reverse_kwargs={"image_guidance_scale": 2.0})
+    with pytest.raises(ValueError, match="`num_candidates` > 1 ranks candidates by reversibility"):
+        _edit(ip2p, RGB, num_candidates=2)
+
+
 def test_guidance_below_one_is_said_not_silent(ip2p):
     with pytest.warns(UserWarning, match="`guidance_scale`=0.5 is below 1, which turns guidance off"):
         _edit(ip2p, RGB, guidance_scale=0.5)
@@ -215,3 +222,18 @@ def test_auto_edit_says_when_strength_is_ignored(tiny_edit_pipe):
 def test_auto_edit_nan_image_is_refused_before_inversion(tiny_edit_pipe):
     with pytest.raises(ValueError, match=r"`image` \(a numpy float32 array .*\) contains NaN"):
         tiny_edit_pipe.invert(np.full((16, 16, 3), np.nan, np.float32), "a cat", num_inference_steps=3)
+
+
+def test_an_inversion_belongs_to_its_pipeline_and_size(tiny_edit_pipe):
+    from diffusers_uip2p import AutoEditPipeline
+    from diffusers_uip2p.testing import tiny_text_to_image_components
+
+    inversion = tiny_edit_pipe.invert(RGB, "a red circle", num_inference_steps=3, output_type="pt")
+    other = AutoEditPipeline(**tiny_text_to_image_components(seed=1))
+    other.set_progress_bar_config(disable=True)
+    with pytest.raises(ValueError, match="`inversion` was made by another pipeline"):
+        other("a red circle", inversion=inversion, output_type="latent")
+    with pytest.raises(ValueError, match=r"`height`=32 contradicts `inversion`, which holds 16×16 images"):
+        tiny_edit_pipe("a red circle", inversion=inversion, height=32, output_type="latent")
+    same = tiny_edit_pipe("a red circle", inversion=inversion, height=16, width=16, output_type="latent")
+    assert torch.equal(same.latents, inversion.latents)

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 
 import torch
 from diffusers.utils import logging
@@ -57,6 +59,18 @@ class DualScheduleInversionMixin:
         return self.scheduler
 
     max_image_pixels: int | None = DEFAULT_MAX_PIXELS  # larger images are refused; None: no limit
+
+    def model_signature(self) -> str:
+        """A short digest of what an inversion depends on: the scheduler's and the UNet's configs, and the first
+        and last weights of the UNet, VAE and text encoder. An inversion replayed through another pipeline (or
+        after a weight change) would return garbage; its signature says so first. Cheap: a few tensors."""
+        digest = hashlib.sha256(json.dumps({"scheduler": dict(self.scheduler.config), "unet": dict(self.unet.config)},
+                                           sort_keys=True, default=str).encode())
+        for module in (self.unet, self.vae, self.text_encoder):
+            parameters = list(module.parameters())
+            for tensor in (parameters[0], parameters[-1]):
+                digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def preprocess_images(self, image, name: str = "image") -> torch.Tensor:
         """Any accepted image form (`validation` module) → BCHW float in [-1, 1], sides resized down to

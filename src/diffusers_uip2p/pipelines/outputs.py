@@ -25,6 +25,7 @@ class DualScheduleInversionOutput(BaseOutput):
         negative_prompt: the negative prompts used for inversion, or ``None``.
         guidance_scale: classifier-free guidance scale used for inversion.
         num_inference_steps: number of primary steps used for inversion.
+        model_signature: the inverting pipeline's `model_signature()`; sampling checks it.
     """
 
     state: DualScheduleState
@@ -34,6 +35,7 @@ class DualScheduleInversionOutput(BaseOutput):
     negative_prompt: str | list[str] | None
     guidance_scale: float
     num_inference_steps: int
+    model_signature: str | None = None
 
 
 @dataclass

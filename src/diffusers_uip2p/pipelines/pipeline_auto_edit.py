@@ -183,7 +183,7 @@ class AutoEditPipeline(
         return DualScheduleInversionOutput(
             state=state, latents=latents, vae_reconstruction=self.decode_latents_to_images(latents, output_type),
             prompt=prompts, negative_prompt=negative_prompt, guidance_scale=guidance_scale,
-            num_inference_steps=num_inference_steps,
+            num_inference_steps=num_inference_steps, model_signature=self.model_signature(),
         )
 
     # ------------------------------------------------------------------ sampling
@@ -223,6 +223,15 @@ class AutoEditPipeline(
             if source_prompt is not None and inversion.prompt != [source_prompt]:
                 raise ValueError(f"`source_prompt` {source_prompt!r} differs from the prompt the image was inverted "
                                  f"with ({inversion.prompt}); leave it out or invert with it.")
+            if inversion.model_signature is not None and inversion.model_signature != self.model_signature():
+                raise ValueError("`inversion` was made by another pipeline (its UNet, VAE, text encoder or scheduler "
+                                 "differ from this one's): invert the image with this pipeline.")
+            latent_size = tuple(inversion.state.primary.shape[-2:])
+            for name, size, latent in (("height", height, latent_size[0]), ("width", width, latent_size[1])):
+                if size is not None and size != latent * self.vae_scale_factor:
+                    raise ValueError(f"`{name}`={size} contradicts `inversion`, which holds "
+                                     f"{latent_size[1] * self.vae_scale_factor}×{latent_size[0] * self.vae_scale_factor} "
+                                     "images; leave it out (an inversion fixes the size).")
             if num_inference_steps is not None and num_inference_steps != inversion.num_inference_steps:
                 raise ValueError(
                     f"num_inference_steps={num_inference_steps} differs from the {inversion.num_inference_steps} "

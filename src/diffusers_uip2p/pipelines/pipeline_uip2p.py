@@ -230,6 +230,8 @@ class UIP2PPipeline(StableDiffusionInstructPix2PixPipeline):
                 steps). The recording layers compute softmax explicitly instead of the fused kernel, so images
                 may differ from a plain call in the last bits.
         """
+        if reverse_kwargs and reverse_instruction is None:
+            raise ValueError("`reverse_kwargs` configures the reverse edit: give `reverse_instruction` too.")
         features = reverse_instruction is not None or num_candidates != 1 or seed is not None or return_attention_maps
         image = self.normalise_image(image)
         call = self._bind(prompt, image, args, kwargs)
