@@ -258,3 +258,79 @@ def test_run_clock_continues_from_its_checkpointed_seconds():
     clock = RunClock()
     clock.load_state_dict({"seconds": 3600.0})
     assert 3600.0 <= clock.state_dict()["seconds"] < 3660.0
+
+
+def test_training_bad_input_is_named_before_any_work(assets, tmp_path):
+    records = tmp_path / "no-images"
+    records.mkdir()
+    lines = (assets / "records" / "records.jsonl").read_text().splitlines()
+    (records / "records.jsonl").write_text("".join(  # every image path points nowhere
+        json.dumps({**json.loads(line), "image": "missing.png"}) + "\n" for line in lines))
+    args = arguments(assets, tmp_path / "a")
+    args[args.index("--train_data") + 1] = str(records)
+    with pytest.warns(UserWarning, match="Skipping"), pytest.raises(ValueError, match="None of the dataset's 6 records"):
+        train_uip2p.main(args)
+    with pytest.raises(ValueError, match=r"--resolution 18 is not a multiple of 4"):
+        train_uip2p.main(arguments(assets, tmp_path / "b", "--resolution", "18"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="--output_dir .*a-file/run: cannot write there"):
+        train_uip2p.main(arguments(assets, blocker / "run"))
+    with pytest.raises(SystemExit):
+        train_uip2p.main(arguments(assets, tmp_path / "c", "--max_bad_fraction", "2"))
+
+
+def test_bad_records_stop_at_the_threshold():
+    from diffusers_uip2p.training.batches import BadRecords
+
+    bad = BadRecords(max_fraction=0.5, minimum=10)
+    bad.count(8, 2)  # 6 of 8 bad, but fewer than 10 asked
+    with pytest.raises(ValueError, match=r"10 of the 12 records read so far were unusable \(over --max_bad_fraction 0.5\)"):
+        bad.count(4, 0)
+
+
+def test_resume_refuses_broken_checkpoints(assets, tmp_path):
+    run = tmp_path / "run"
+    train_uip2p.main(arguments(assets, run, steps=2))
+    good = run / "checkpoint-2"
+    cases = {"empty": lambda p: p.mkdir(), "renamed": lambda p: shutil.copytree(good, p)}
+    for name, make in cases.items():
+        folder = tmp_path / (name if name == "empty" else "checkpoint-two")
+        make(folder)
+        match = "holds no model.safetensors" if name == "empty" else "named checkpoint-<step>, got 'checkpoint-two'"
+        if name == "empty":
+            folder = folder.rename(tmp_path / "checkpoint-9")
+        with pytest.raises(ValueError, match=match):
+            train_uip2p.main(arguments(assets, run, "--resume_from_checkpoint", str(folder), steps=4))
+    corrupt = tmp_path / "checkpoint-2"
+    shutil.copytree(good, corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match="model.safetensors is unreadable"):
+        train_uip2p.main(arguments(assets, run, "--resume_from_checkpoint", str(corrupt), steps=4))
+
+
+def test_a_run_killed_while_saving_resumes_from_the_last_whole_checkpoint(assets, tmp_path, monkeypatch):
+    """The save of checkpoint-4 dies half-way (model written, the rest not): resume takes checkpoint-2 and logs
+    the same losses as an uninterrupted run."""
+    from accelerate import Accelerator
+
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    train_uip2p.main(arguments(assets, whole, steps=6))
+    save_state = Accelerator.save_state
+
+    def dies_at_step_4(self, output_dir=None, **kwargs):
+        if "checkpoint-4" in str(output_dir):
+            Path(output_dir).mkdir(parents=True)
+            (Path(output_dir) / "model.safetensors").write_bytes(b"partial")
+            raise KeyboardInterrupt("killed while saving")
+        return save_state(self, output_dir, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", dies_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train_uip2p.main(arguments(assets, cut, steps=6))
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4.partial"]
+    train_uip2p.main(arguments(assets, cut, "--resume_from_checkpoint", "latest", steps=6))
+    for a, b in zip(log(whole), log(cut), strict=True):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
+    assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import re
 import shlex
 import shutil
 import sys
@@ -34,7 +36,7 @@ from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 from ..distributed import cpu_process_group_needed
 from ..pipelines import UIP2PPipeline, convert_unet_to_instruct_pix2pix
 from ..shapes.training_utils import machine
-from .batches import GeneratorState, RunClock, training_batches
+from .batches import BadRecords, GeneratorState, RunClock, training_batches
 from .data import open_edit_dataset
 from .erc import AttentionRecorder, EditModels, ERCConfig, erc_step, supervised_step
 from .health import HealthCheck, dataset_health_records, shapes_health_records, still_improving
@@ -51,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--column", action="append", default=[], metavar="FIELD=NAME",
         help="dataset column holding a record field, e.g. --column edit_instruction=edit_prompt")
     add("--on_bad_record", choices=("skip", "error"), default="skip", help="what to do with an unusable record")
+    add("--max_bad_fraction", type=float, default=0.5,
+        help="stop when more than this fraction of the records read are unusable (default 0.5)")
     add("--max_train_samples", type=int)
     add("--clip_model_name_or_path", default="openai/clip-vit-large-patch14", help="CLIP of the ERC losses")
     add("--output_dir", required=True)
@@ -112,6 +116,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "snr_gamma", "health_edits"):
         if not getattr(args, name) >= 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if not 0 <= args.max_bad_fraction <= 1:
+        parser.error(f"--max_bad_fraction must be in [0, 1], got {args.max_bad_fraction}")
     if not args.conv_in_lr_scale > 0:
         parser.error(f"--conv_in_lr_scale must be > 0, got {args.conv_in_lr_scale}")
     if not 0 <= args.min_timestep <= args.max_timestep:
@@ -151,8 +157,49 @@ def add_lora(unet: UNet2DConditionModel, rank: int) -> None:
 
 
 def checkpoints(output_dir: str) -> list[Path]:
-    """The run's ``checkpoint-<step>`` folders, oldest first."""
-    return sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    """The run's complete ``checkpoint-<step>`` folders, oldest first (a save in progress is ``.partial``)."""
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name) and p.is_dir()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(accelerator, args, step: int) -> None:
+    """Save under a temporary name, then rename: a run killed while saving leaves no checkpoint that resume
+    would trust (``checkpoints`` skips the temporary folder, and the next save replaces it)."""
+    final = Path(args.output_dir) / f"checkpoint-{step}"
+    partial = final.with_name(final.name + ".partial")
+    if accelerator.is_main_process:
+        prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
+        shutil.rmtree(partial, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (partial / "recipe.json").write_text(json.dumps(recipe(args)))
+        os.replace(partial, final)
+    accelerator.wait_for_everyone()
+
+
+def check_checkpoint(path: Path) -> int:
+    """The step of a checkpoint folder, after checking it is one that a run here saved whole."""
+    match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+    if not path.is_dir():
+        raise ValueError(f"--resume_from_checkpoint {path}: no such checkpoint folder.")
+    if match is None:
+        raise ValueError(f"--resume_from_checkpoint {path}: a checkpoint folder is named checkpoint-<step>, "
+                         f"got {path.name!r}.")
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"--resume_from_checkpoint {path}: it holds no model.safetensors (an empty or foreign "
+                         f"folder; it has {sorted(p.name for p in path.iterdir())[:6]}).")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            f.keys()
+    except Exception as error:  # a truncated or overwritten file: say which, not the library's header error
+        raise ValueError(f"--resume_from_checkpoint {path}: model.safetensors is unreadable ({error}); resume from an "
+                         "earlier checkpoint.") from error
+    return int(match.group(1))
 
 
 def latest_checkpoint(output_dir: str) -> Path | None:
@@ -278,9 +325,31 @@ def write_card(args, losses: dict[str, float], seconds: float, validation: list[
     (Path(args.output_dir) / "README.md").write_text("\n".join(lines) + "\n")
 
 
+def check_output_dir(output_dir: str) -> None:
+    """A folder the run can write into, found before any model loads."""
+    folder = Path(output_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"--output_dir {output_dir}: cannot write there ({error.strerror or error}).") from error
+
+
+def check_resolution(resolution: int, vae, unet_config: dict) -> None:
+    """The training images must halve cleanly through the VAE and every UNet level (else a size error deep
+    inside the losses)."""
+    factor = 2 ** (len(vae.config.block_out_channels) - 1) * 2 ** (len(unet_config["down_block_types"]) - 1)
+    if resolution % factor:
+        raise ValueError(f"--resolution {resolution} is not a multiple of {factor} (the VAE's and the UNet's "
+                         f"downsampling together); use {max(factor, resolution // factor * factor)}.")
+
+
 def main(argv=None):
     args = parse_args(argv)
     token = check_hub_push(args.hub_token) if args.push_to_hub else None
+    check_output_dir(args.output_dir)
     accelerator = Accelerator(cpu=cpu_process_group_needed(), gradient_accumulation_steps=args.gradient_accumulation_steps,
                               mixed_precision=args.mixed_precision, log_with=args.report_to,
                               project_config=ProjectConfiguration(project_dir=args.output_dir))
@@ -309,6 +378,7 @@ def main(argv=None):
                        tuple(args.attention_resolutions) if args.attention_resolutions else None,
                        args.conditioning_dropout_prob, args.snr_gamma)
 
+    check_resolution(args.resolution, vae, UNet2DConditionModel.load_config(base, subfolder="unet"))
     dataset = open_edit_dataset(args.train_data, resolution=args.resolution, require_edited=args.mode == "supervised",
                                 on_bad_record=args.on_bad_record, columns=args.columns or None,
                                 rank=accelerator.process_index, world_size=accelerator.num_processes, seed=args.seed,
@@ -347,9 +417,9 @@ def main(argv=None):
         if path is None:
             accelerator.print(f"No checkpoint in {args.output_dir}: starting a new run.")
         else:
+            step = check_checkpoint(path)
             check_recipe(args, path)
             accelerator.load_state(str(path))
-            step = int(path.name.split("-")[1])
             accelerator.print(f"Resumed from {path} at step {step}.")
     log_path = Path(args.output_dir) / "training_log.jsonl"
     if accelerator.is_main_process and log_path.is_file():  # steps after the checkpoint (or a new run's all) are redone
@@ -369,7 +439,7 @@ def main(argv=None):
     history = [row["health"] for row in health_rows(log_path)]
     batches = training_batches(dataset, args.train_batch_size, args.seed, accelerator.process_index,
                                accelerator.num_processes, start_batch=step * args.gradient_accumulation_steps,
-                               num_workers=args.dataloader_num_workers)
+                               num_workers=args.dataloader_num_workers, bad=BadRecords(args.max_bad_fraction))
     validation = []
     progress = tqdm(total=args.max_train_steps, initial=step, desc=f"train_uip2p ({args.mode})",
                     disable=not accelerator.is_local_main_process)
@@ -409,12 +479,7 @@ def main(argv=None):
                 with log_path.open("a") as log:
                     log.write(json.dumps({"step": step, **logs}) + "\n")
             if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
-                if accelerator.is_main_process:
-                    prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
-                accelerator.wait_for_everyone()
-                accelerator.save_state(str(Path(args.output_dir) / f"checkpoint-{step}"))
-                if accelerator.is_main_process:
-                    (Path(args.output_dir) / f"checkpoint-{step}" / "recipe.json").write_text(json.dumps(recipe(args)))
+                save_checkpoint(accelerator, args, step)
             if args.validation_image and accelerator.is_main_process and (
                     step % args.validation_steps == 0 or step == args.max_train_steps):
                 with recorder.suspended() if recorder else contextlib.nullcontext():
