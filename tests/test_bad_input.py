@@ -237,3 +237,44 @@ def test_an_inversion_belongs_to_its_pipeline_and_size(tiny_edit_pipe):
         tiny_edit_pipe("a red circle", inversion=inversion, height=32, output_type="latent")
     same = tiny_edit_pipe("a red circle", inversion=inversion, height=16, width=16, output_type="latent")
     assert torch.equal(same.latents, inversion.latents)
+
+
+# ---------------------------------------------------------------- the command line: one line, exit 2, before any model
+
+CLI_BAD = [
+    (["edit", "three-objects", ""], "instruction '' has no word in it"),
+    (["edit", "three-objects", "🎨🎨"], "has no word in it"),
+    (["edit", "three-objects", "make the red triangle blue", "--steps", "0"], "--steps: must be a positive integer"),
+    (["edit", "three-objects", "make the red triangle blue", "--guidance-scale", "nan"],
+     "--guidance-scale: must be a finite number >= 0"),
+    (["edit", "three-objects", "make the red triangle blue", "--candidates", "0"], "--candidates: must be a positive"),
+    (["edit", "three-objects", "make the green hexagon blue"], "is not an edit the Shapes evaluator can read on "
+                                                              "three-objects"),
+    (["auto-edit", "striped", "", "--steps", "3"], "target prompt '' has no word in it"),
+    (["reconstruct", "three-objects", "--steps", "-2"], "--steps: must be a positive integer"),
+]
+
+
+@pytest.mark.parametrize("argv, message", CLI_BAD, ids=[" ".join(c[0])[:50] for c in CLI_BAD])
+def test_cli_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    from diffusers_uip2p import cli
+    from diffusers_uip2p.shapes import pretrained
+
+    monkeypatch.setattr(pretrained, "load_shapes_editor", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(pretrained, "load_shapes_pipeline", lambda *a, **k: pytest.fail("a model was loaded"))
+    try:
+        status = cli.main([*argv, "--output", str(tmp_path)])
+    except SystemExit as exit_:  # argparse's own refusals
+        status = exit_.code
+    err = capsys.readouterr().err
+    assert status == 2 and message in err.strip().splitlines()[-1], err  # argparse's usage, then the one line
+    assert "Traceback" not in err
+
+
+def test_cli_train_refuses_a_bad_mode_before_exporting_records(tmp_path, capsys):
+    from diffusers_uip2p import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--mode", "foo", "--output_dir", str(tmp_path / "run")])
+    assert "invalid choice: 'foo'" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "shapes-train-records").exists()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 import PIL
@@ -35,11 +36,27 @@ FORWARDED = {
 SHAPES_TRAIN_RECORDS = 2000
 
 
-def _common(sub: argparse.ArgumentParser, output: str, model_help: str, steps: int, guidance: float) -> None:
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def guidance(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _common(sub: argparse.ArgumentParser, output: str, model_help: str, steps: int, guidance_scale: float) -> None:
     sub.add_argument("--model", help=f"local diffusers folder, Hub id or shapes:NAME (default: {model_help})")
     sub.add_argument("--output", default=output, help=f"folder for the image, grid and report (default {output})")
-    sub.add_argument("--steps", type=int, default=steps, help=f"inference steps (default {steps})")
-    sub.add_argument("--guidance-scale", type=float, default=guidance, help=f"text guidance (default {guidance})")
+    sub.add_argument("--steps", type=positive_int, default=steps, help=f"inference steps (default {steps})")
+    sub.add_argument("--guidance-scale", type=guidance, default=guidance_scale,
+                     help=f"text guidance (default {guidance_scale})")
+    sub.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub.add_argument("--size", type=int, help="longer side the image is resized to (default: the model's own)")
     sub.add_argument("--scale", type=int, default=4, help="enlargement of the saved grid (default 4)")
 
@@ -54,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("instruction", help='e.g. "make the red triangle blue"')
     edit.add_argument("--reverse", help="the instruction that undoes it: also run the reverse edit and score "
                                         "reversibility")
-    edit.add_argument("--candidates", type=int, default=1, help="k seeds ranked by reversibility (needs --reverse)")
-    edit.add_argument("--image-guidance-scale", type=float, default=1.5)
+    edit.add_argument("--candidates", type=positive_int, default=1,
+                      help="k seeds ranked by reversibility (needs --reverse)")
+    edit.add_argument("--image-guidance-scale", type=guidance, default=1.5)
     edit.add_argument("--seed", type=int, default=0)
     _common(edit, "outputs/edit", "the shipped Shapes UIP2P model", 50, 7.5)
 
@@ -106,6 +124,9 @@ def _with_shapes_defaults(argv: list[str]) -> list[str]:
     if not given("--resolution"):
         extra += ["--resolution", "64"]
     if not given("--train_data"):
+        from ..training.train_uip2p import parse_args
+
+        parse_args(extra + argv + ["--train_data", "(exported Shapes records)"])  # refuse bad options before exporting
         extra += ["--train_data", _export_shapes_records(argv)]
     if not given("--health_data"):
         extra += ["--health_data", "shapes"]
@@ -146,8 +167,12 @@ def main(argv: list[str] | None = None) -> int:
            "convert": commands.convert}[args.command]
     try:
         report = run(args)
-    except (ValueError, OSError, PIL.UnidentifiedImageError) as error:
-        print(f"diffusers-uip2p {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:  # one line and exit 2; the traceback only with --debug
+        if getattr(args, "debug", False):
+            raise
+        expected = isinstance(error, (ValueError, TypeError, OSError, PIL.UnidentifiedImageError))
+        hint = "" if expected else f" ({type(error).__name__}; run with --debug for the traceback)"
+        print(f"diffusers-uip2p {args.command}: error: {error}{hint}", file=sys.stderr)
         return 2
     print(summary(report))
     return 0

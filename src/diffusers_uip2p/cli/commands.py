@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import PIL.Image
@@ -18,13 +19,35 @@ SHIPPED = "shipped Shapes {}"
 
 
 def _vocabulary_check(args: argparse.Namespace, **texts: str | None) -> None:
-    """The shipped Shapes models know only the Shapes world's words: say so before running them."""
+    """Every text must hold a word; the shipped Shapes models know only the Shapes world's words: say so
+    before running them."""
+    for argument, text in texts.items():
+        if text is not None and not re.search(r"\w", text):
+            raise ValueError(f"{argument} {text!r} has no word in it; say what the edit should do.")
     if args.model is None or args.model.startswith("shapes:"):
         from ..shapes.language import check_vocabulary
 
         for argument, text in texts.items():
             if text is not None:
                 check_vocabulary(text, argument)
+
+
+def _judgeable(args: argparse.Namespace, path: Path, **instructions: str | None) -> None:
+    """On a shipped sample with a Shapes model, an instruction the evaluator cannot read on that scene would
+    run the model for nothing and come back unjudged: refuse it first, with the reason."""
+    caption = sample_caption(path)
+    if caption is None or not (args.model is None or args.model.startswith("shapes:")):
+        return
+    from ..shapes.language import apply_instruction, parse_caption
+
+    for argument, instruction in instructions.items():
+        if instruction is None:
+            continue
+        try:
+            apply_instruction(parse_caption(caption), instruction)
+        except ValueError as error:
+            raise ValueError(f"{argument} {instruction!r} is not an edit the Shapes evaluator can read on "
+                             f"{path.stem} ({caption!r}): {error}") from error
 
 
 def _source_caption(path: Path, given: str | None, argument: str) -> str:
@@ -92,6 +115,7 @@ def edit(args: argparse.Namespace) -> dict:
         raise ValueError(f"--candidates {args.candidates} ranks edits by reversibility: give --reverse too.")
     _vocabulary_check(args, instruction=args.instruction, **{"--reverse": args.reverse})
     image, path = open_image(args.image)
+    _judgeable(args, path, instruction=args.instruction)
     if args.model is None:
         from ..shapes.pretrained import load_shapes_editor
 
