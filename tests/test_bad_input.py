@@ -278,3 +278,48 @@ def test_cli_train_refuses_a_bad_mode_before_exporting_records(tmp_path, capsys)
         cli.main(["train", "--mode", "foo", "--output_dir", str(tmp_path / "run")])
     assert "invalid choice: 'foo'" in capsys.readouterr().err
     assert not (tmp_path / "run" / "shapes-train-records").exists()
+
+
+# ---------------------------------------------------------------- the scheduler
+
+
+def _zeros(x, t):
+    return torch.zeros_like(x)
+
+
+SCHEDULER_BAD = [
+    (lambda s: s.set_timesteps(0), ValueError, "num_inference_steps must be between 2"),
+    (lambda s: s.set_timesteps(2.5), TypeError, "num_inference_steps must be an int"),
+    (lambda s: s.set_timesteps(10, strength=float("nan")), ValueError, r"strength must be in \(0, 1\]"),
+    (lambda s: s.invert(torch.full((1, 4, 8, 8), float("nan")), _zeros), ValueError, "latents contain NaN"),
+    (lambda s: s.invert(torch.zeros(4, 8, 8), _zeros), ValueError, "latents must be a 4-D tensor"),
+    (lambda s: s.invert(torch.zeros(1, 4, 8, 8), lambda x, t: torch.zeros(1, 4, 4, 4)), ValueError,
+     r"model_fn returned torch.Size\(\[1, 4, 4, 4\]\) for latents of shape \(1, 4, 8, 8\)"),
+    (lambda s: s.invert(torch.zeros(1, 4, 8, 8), lambda x, t: torch.full_like(x, float("nan"))), FloatingPointError,
+     "model_fn returned NaN"),
+    (lambda s: s.sample(s.invert(torch.zeros(1, 4, 8, 8), _zeros), lambda x, t: torch.full_like(x, float("inf"))),
+     FloatingPointError, "sampled latents are not finite"),
+    (lambda s: s.begin(torch.zeros(1)), TypeError, "state must be the DualScheduleState"),
+    (lambda s: s.step(torch.zeros(1, 4, 4, 4), s.timesteps[0], s.begin(s.invert(torch.zeros(1, 4, 8, 8), _zeros))),
+     ValueError, r"model_output has shape \(1, 4, 4, 4\) but sample has \(1, 4, 8, 8\)"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", SCHEDULER_BAD, ids=[c[2][:40] for c in SCHEDULER_BAD])
+def test_scheduler_bad_input(call, error, match):
+    from diffusers_uip2p import DualScheduleInversionScheduler
+
+    scheduler = DualScheduleInversionScheduler()
+    scheduler.set_timesteps(5)
+    with pytest.raises(error, match=match):
+        call(scheduler)
+
+
+@pytest.mark.parametrize("config, match", [({"auxiliary_position": 0.0}, "auxiliary_position must lie strictly"),
+                                           ({"beta_start": 0.1, "beta_end": 0.01}, "0 < beta_start < beta_end < 1"),
+                                           ({"prediction_type": "flow"}, "prediction_type must be one of")])
+def test_scheduler_bad_config(config, match):
+    from diffusers_uip2p import DualScheduleInversionScheduler
+
+    with pytest.raises(ValueError, match=match):
+        DualScheduleInversionScheduler(**config)

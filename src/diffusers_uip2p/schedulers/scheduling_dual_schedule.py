@@ -182,6 +182,9 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}.")
         if not 0.0 < auxiliary_position < 1.0:
             raise ValueError(f"auxiliary_position must lie strictly between 0 and 1, got {auxiliary_position!r}.")
+        if trained_betas is None and not 0.0 < beta_start < beta_end < 1.0:
+            raise ValueError(f"beta_start and beta_end must satisfy 0 < beta_start < beta_end < 1, got {beta_start} "
+                             f"and {beta_end}.")
 
         if trained_betas is not None:
             betas = torch.tensor(trained_betas, dtype=torch.float64)
@@ -302,6 +305,9 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         """ε at the carried latent ``z``; the model sees ``z`` on the device and in the dtype of ``like``."""
         t = torch.tensor(int(timestep), device=like.device)
         out = model_fn(z.to(like.device, like.dtype), t)
+        if not torch.is_tensor(out) or out.shape != z.shape:
+            raise ValueError(f"model_fn returned {getattr(out, 'shape', type(out).__name__)} for latents of shape "
+                             f"{tuple(z.shape)}; it must return the model output in the latents' shape.")
         return self._to_epsilon(out.to(z.device), z, timestep)
 
     # ------------------------------------------------------------------ functional API
@@ -325,6 +331,8 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         self._require_timesteps()
         if not torch.is_tensor(latents) or latents.ndim != 4:
             raise ValueError(f"latents must be a 4-D tensor (B, C, H, W), got {getattr(latents, 'shape', latents)}.")
+        if not torch.isfinite(latents).all():
+            raise ValueError("latents contain NaN or infinite values; an inversion of them would be too.")
         t, tau = self._t, self._tau  # ascending
         z0 = latents.to(self._carry_device(latents), CARRY_DTYPE)
 
@@ -339,6 +347,9 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
             eps_primary = self._epsilon(model_fn, primary, t[k + 1], latents)
             aux = self._ddim_move(aux, eps_primary, tau[k], tau[k + 1])  # Eq. 12
             eps_aux = self._epsilon(model_fn, aux, tau[k + 1], latents)
+        if not (torch.isfinite(primary).all() and torch.isfinite(aux).all()):
+            raise FloatingPointError("The inverted state is not finite: model_fn returned NaN or infinite values "
+                                     "(check the weights, the dtype and the guidance).")
         return DualScheduleState(primary=primary, auxiliary=aux, timesteps=self.timesteps.cpu(), model_dtype=latents.dtype)
 
     @torch.no_grad()
@@ -353,6 +364,8 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         steps = self.timesteps
         for t in progress_bar(steps) if progress_bar else steps:
             sample = self.step(model_fn(sample, t), t, sample).prev_sample
+        if not torch.isfinite(sample).all():
+            raise FloatingPointError("The sampled latents are not finite: model_fn returned NaN or infinite values.")
         return sample
 
     def _carry_device(self, tensor: torch.Tensor) -> torch.device:
@@ -448,6 +461,9 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 f"sample has shape {tuple(sample.shape)} but the dual state has {tuple(self._state.primary.shape)}."
             )
+        if not torch.is_tensor(model_output) or model_output.shape != sample.shape:
+            raise ValueError(f"model_output has shape {tuple(getattr(model_output, 'shape', ()))} but sample has "
+                             f"{tuple(sample.shape)}; pass the model's output for this sample.")
 
         state, branch = self._state, self._next_branch()
         if self._handed_out is None or not torch.equal(sample, self._handed_out.to(sample.device)):
