@@ -239,6 +239,16 @@ def test_an_inversion_belongs_to_its_pipeline_and_size(tiny_edit_pipe):
     assert torch.equal(same.latents, inversion.latents)
 
 
+def test_a_saved_and_reloaded_pipeline_keeps_its_inversions(tiny_edit_pipe, tmp_path):
+    """Saving adds bookkeeping keys (_diffusers_version) to the configs; they must not change the signature."""
+    from diffusers_uip2p import AutoEditPipeline
+
+    inversion = tiny_edit_pipe.invert(RGB, "a red circle", num_inference_steps=3, output_type="pt")
+    tiny_edit_pipe.save_pretrained(tmp_path)
+    reloaded = AutoEditPipeline.from_pretrained(tmp_path)
+    assert reloaded.model_signature() == tiny_edit_pipe.model_signature() == inversion.model_signature
+
+
 # ---------------------------------------------------------------- the command line: one line, exit 2, before any model
 
 CLI_BAD = [

@@ -106,10 +106,3 @@ def test_standardised_latents_decode_to_the_same_images():
     assert torch.allclose(latents.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-4)
     assert torch.allclose(latents.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-4)
     assert (before - after).abs().max() < 1e-4
-
-
-def test_min_snr_weights():
-    alpha_cumprod = torch.tensor([0.999, 0.9, 0.5, 0.01])  # SNR 999, 9, 1, 0.0101
-    weights = train_t2i.loss_weights(alpha_cumprod, 5.0)
-    assert torch.allclose(weights, torch.tensor([5 / 999, 5 / 9, 1.0, 1.0]), rtol=1e-4)
-    assert torch.equal(train_t2i.loss_weights(alpha_cumprod, 0), torch.ones(4))

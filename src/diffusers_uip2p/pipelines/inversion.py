@@ -64,8 +64,10 @@ class DualScheduleInversionMixin:
         """A short digest of what an inversion depends on: the scheduler's and the UNet's configs, and the first
         and last weights of the UNet, VAE and text encoder. An inversion replayed through another pipeline (or
         after a weight change) would return garbage; its signature says so first. Cheap: a few tensors."""
-        digest = hashlib.sha256(json.dumps({"scheduler": dict(self.scheduler.config), "unet": dict(self.unet.config)},
-                                           sort_keys=True, default=str).encode())
+        # Keys with a leading underscore (_diffusers_version, _name_or_path) are bookkeeping that saving adds.
+        configs = {name: {key: value for key, value in module.config.items() if not key.startswith("_")}
+                   for name, module in (("scheduler", self.scheduler), ("unet", self.unet))}
+        digest = hashlib.sha256(json.dumps(configs, sort_keys=True, default=str).encode())
         for module in (self.unet, self.vae, self.text_encoder):
             parameters = list(module.parameters())
             for tensor in (parameters[0], parameters[-1]):
