@@ -33,8 +33,9 @@ import PIL.ImageDraw
 import torch
 
 from diffusers_uip2p.classifier import DEFAULT_TASK_METHODS
-from diffusers_uip2p.pipelines.editing import P2P_SELF_REPLACE_MIN_LEVEL
 from diffusers_uip2p.evaluation.intervals import compare_paired, paired_bootstrap, wilson_interval
+from diffusers_uip2p.pipelines.editing import P2P_SELF_REPLACE_MIN_LEVEL
+from diffusers_uip2p.schedulers import BRANCH_RULES
 from diffusers_uip2p.shapes import CATEGORIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,9 +60,9 @@ def load_records(folder: Path) -> list[dict]:
             base = merged.setdefault(record["index"], {**record, "results": {}})
             if any(base[k] != record[k] for k in ("weights", "steps", "guidance_scale", "category")):
                 raise SystemExit(f"{path} holds edit {record['index']} measured with other weights or settings.")
-            clash = set(base["results"]) & set(results)
-            if clash:
-                raise SystemExit(f"edit {record['index']} has {sorted(clash)} in two files of {folder}.")
+            clash = {k for k in set(base["results"]) & set(results) if base["results"][k] != results[k]}
+            if clash:  # the same measurement repeated (deterministic) is fine; two different ones are not
+                raise SystemExit(f"edit {record['index']} has different {sorted(clash)} in two files of {folder}.")
             base["results"].update(results)
     if not merged:
         raise SystemExit(f"no records in {folder}; run benchmarks/shapes_editing_runs.py first.")
@@ -258,7 +259,8 @@ def main(argv=None):
     default = f"dsi-{rule}"
     comparisons = {}
     for method in ["direct", "p2p", "masactrl", "sdedit", "auto-paper", "auto-validation"]:
-        for other in ["ddim", "dsi-coupled", "direct_inversion", "null_text"]:
+        others = ["ddim", *(f"dsi-{r}" for r in BRANCH_RULES if f"dsi-{r}" != default), "direct_inversion", "null_text"]
+        for other in others:  # the other rules too: the chosen one's margin on validation may be noise
             if f"{default}/{method}" in summary and f"{other}/{method}" in summary:
                 comparisons[f"{default}/{method} − {other}/{method}"] = paired(test, f"{default}/{method}",
                                                                               f"{other}/{method}")

@@ -66,7 +66,7 @@ def run_edit(pipe, edit, args) -> dict:
     clean = pipe.encode_images(pipe.preprocess_images(image))
     for inversion in args.baselines:
         methods = {"null_text": args.null_text_methods, "direct_inversion": args.direct_inversion_methods}
-        for method in methods.get(inversion, args.methods):
+        for method in [m for m in methods.get(inversion, args.methods) if m in args.methods]:
             _, latents, calls = baseline_edit(pipe, clean, [source, target], ddim_steps_for_same_budget(args.steps),
                                               args.guidance_scale, method, inversion=inversion,
                                               self_replace_min_level=args.self_replace_min_level)

@@ -334,7 +334,7 @@ class AutoEditPipeline(
                 over the pipeline's own table (``config.task_methods``) and the paper's; "paper" for the
                 paper's table alone (Table 5).
             target_rule: how rows with a changed prompt move on the dual schedule (`DualScheduleInversionScheduler`
-                module docstring): "anchored", "midpoint", "ddim" or "coupled" (the paper's rule, which lets the
+                module docstring): "ddim", "anchored", "midpoint" or "coupled" (the paper's rule, which lets the
                 edit fall apart), or a list with one rule per prompt; None takes ``DEFAULT_TARGET_RULE``, chosen
                 on the Shapes validation split. The source row and rows with the inversion's own prompt are
                 always coupled, and exact.
