@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from diffusers_uip2p import UIP2PPipeline
-from diffusers_uip2p.pipelines.validation import check_generator, check_number, to_unit_pixels
+from diffusers_uip2p.checks import check_number
+from diffusers_uip2p.pipelines.validation import check_generator, to_unit_pixels
 from diffusers_uip2p.testing import tiny_instruct_pix2pix_components
 
 RNG = np.random.RandomState(0)
@@ -100,9 +101,9 @@ def test_alpha_and_odd_sizes_warn_and_the_pixel_limit_refuses():
 NUMBERS = [
     (float("nan"), {}, ValueError, "must be finite"),
     (float("inf"), {}, ValueError, "must be finite"),
-    (-1.0, {"low": 0.0}, ValueError, r"must be in \[0.0, inf\]"),
-    (0.0, {"low": 0.0, "low_open": True}, ValueError, r"must be in \(0.0, inf\]"),
-    (1.5, {"high": 1.0}, ValueError, r"must be in \[-inf, 1.0\]"),
+    (-1.0, {"low": 0.0}, ValueError, r"must be ≥ 0.0, got -1.0"),
+    (0.0, {"low": 0.0, "low_open": True}, ValueError, r"must be > 0.0, got 0.0"),
+    (1.5, {"high": 1.0}, ValueError, r"must be ≤ 1.0, got 1.5"),
     ("7.5", {}, TypeError, "must be a number"),
     (True, {}, TypeError, "must be a number"),
     (2.5, {"integer": True}, TypeError, "must be an int"),
@@ -166,10 +167,10 @@ def test_uip2p_rgba_and_grey_are_images_not_latents(ip2p):
 
 UIP2P_BAD = [
     ({"guidance_scale": float("nan")}, ValueError, "`guidance_scale` must be finite"),
-    ({"guidance_scale": -2.0}, ValueError, r"`guidance_scale` must be in \[0.0, inf\]"),
+    ({"guidance_scale": -2.0}, ValueError, r"`guidance_scale` must be ≥ 0.0"),
     ({"image_guidance_scale": float("nan")}, ValueError, "`image_guidance_scale` must be finite"),
-    ({"image_guidance_scale": -1.0}, ValueError, r"`image_guidance_scale` must be in"),
-    ({"num_inference_steps": 0}, ValueError, r"`num_inference_steps` must be in \[1, inf\]"),
+    ({"image_guidance_scale": -1.0}, ValueError, r"`image_guidance_scale` must be ≥"),
+    ({"num_inference_steps": 0}, ValueError, r"`num_inference_steps` must be ≥ 1"),
     ({"num_inference_steps": 2.5}, TypeError, "`num_inference_steps` must be an int"),
     ({"generator": [torch.Generator()] * 2}, ValueError, "`generator` holds 2 generators for 1 images"),
     ({"latents": torch.full((1, 4, 8, 8), float("nan"))}, ValueError, "`latents` contains NaN"),
@@ -197,8 +198,8 @@ def test_guidance_below_one_is_said_not_silent(ip2p):
 
 AUTO_BAD = [
     ({"guidance_scale": float("nan")}, ValueError, "`guidance_scale` must be finite"),
-    ({"guidance_scale": -3.0}, ValueError, "`guidance_scale` must be in"),
-    ({"num_inference_steps": 0}, ValueError, r"`num_inference_steps` must be in \[2, inf\]"),
+    ({"guidance_scale": -3.0}, ValueError, "`guidance_scale` must be ≥"),
+    ({"num_inference_steps": 0}, ValueError, r"`num_inference_steps` must be ≥ 2"),
     ({"edit_method": "sdedit", "strength": 0.0}, ValueError, r"`strength` must be in \(0.0, 1.0\]"),
     ({"edit_method": "sdedit", "strength": float("nan")}, ValueError, "`strength` must be finite"),
     ({"edit_method": "p2p", "equalizer": {"blue": "strong"}}, TypeError, r"equalizer\) must map words to finite"),

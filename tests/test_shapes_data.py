@@ -23,7 +23,7 @@ def test_splits_are_seeded_prefix_stable_and_disjoint():
     assert {e.category for e in test} == {"object_replacement", "action_editing", "scene_editing", "object_adding",
                                           "style_editing"}
     assert len({e.source.caption() for e in train} & {e.source.caption() for e in test}) < 15
-    with pytest.raises(ValueError, match="split must be one of train, validation, test"):
+    with pytest.raises(ValueError, match="`split` must be one of train, validation, test"):
         split_edits("dev", 1)
 
 

@@ -8,6 +8,8 @@ import PIL.ImageDraw
 import PIL.ImageFont
 import torch
 
+from ..checks import check_finite, check_number
+
 
 def _heat_colours(values: np.ndarray) -> np.ndarray:
     """[H, W] in [0, 1] → [H, W, 3] uint8, black → red → yellow → white."""
@@ -23,6 +25,14 @@ def draw_token_maps(image: PIL.Image.Image, token_maps: list[tuple[str, torch.Te
         raise TypeError(f"`image` must be a PIL image, got {type(image).__name__}.")
     if not token_maps:
         raise ValueError("`token_maps` is empty; give at least one (token, map) pair.")
+    check_number(cell_size, "cell_size", low=8, integer=True)
+    check_number(columns, "columns", low=1, integer=True)
+    for i, pair in enumerate(token_maps):
+        token, attention = pair if isinstance(pair, (tuple, list)) and len(pair) == 2 else (None, None)
+        if not isinstance(token, str) or not isinstance(attention, torch.Tensor) or attention.ndim != 2:
+            seen = f"a map of shape {tuple(attention.shape)}" if isinstance(attention, torch.Tensor) else repr(pair)[:60]
+            raise ValueError(f"`token_maps[{i}]` must be a (token, [h, w] tensor) pair, got {seen}.")
+        check_finite(attention, f"token_maps[{i}]")
     font = PIL.ImageFont.load_default()
     label_height = 16
     columns = min(columns, len(token_maps))

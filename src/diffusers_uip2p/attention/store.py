@@ -6,8 +6,20 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from ..checks import check_number
 from .controller import AttentionController, LayerInfo, per_row
 from .tokens import word_spans
+
+
+def _int_list(values, name: str, low: int) -> list[int] | None:
+    """None, or a non-empty list of ints ≥ ``low``."""
+    if values is None:
+        return None
+    if isinstance(values, (int, str)) or not (values := list(values)):
+        raise ValueError(f"`{name}` must be a non-empty list of ints (or None for the default), got {values!r}.")
+    for value in values:
+        check_number(value, name, low=low, integer=True)
+    return values
 
 
 class AttentionStore:
@@ -35,6 +47,7 @@ class AttentionStore:
             raise TypeError(f"`controller` must be an AttentionController, got {type(controller).__name__}.")
         if not (cross or self_attention):
             raise ValueError("`cross` and `self_attention` are both False: the store would record nothing.")
+        resolutions, steps = (_int_list(resolutions, "resolutions", 1), _int_list(steps, "steps", 0))
         self.controller = controller
         self.requested_resolutions = None if resolutions is None else {int(r) for r in resolutions}
         self.resolutions = self.requested_resolutions

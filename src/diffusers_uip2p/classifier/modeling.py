@@ -17,7 +17,8 @@ from diffusers.utils import BaseOutput
 from torch import nn
 from torch.nn import functional as F
 
-from .tasks import EDIT_TASKS
+from ..checks import check_number
+from .tasks import EDIT_TASKS, check_task
 
 # How `EditTaskClassifier` compares the prompts before its blocks (see its docstring).
 COMPARE_MODES = ("changes", True, False)
@@ -69,6 +70,17 @@ class EditTaskClassifier(ModelMixin, ConfigMixin):
                  num_layers: int = 6, feedforward_dim: int | None = None, dropout: float = 0.1,
                  compare_tokens: bool | str = "changes", tasks: tuple[str, ...] = EDIT_TASKS):
         super().__init__()
+        for name, value in (("input_dim", input_dim), ("num_tokens", num_tokens), ("hidden_dim", hidden_dim),
+                            ("num_heads", num_heads), ("num_layers", num_layers)):
+            check_number(value, name, low=1, integer=True)
+        check_number(feedforward_dim, "feedforward_dim", low=1, integer=True, optional=True)
+        check_number(dropout, "dropout", low=0.0, high=1.0)
+        if hidden_dim % num_heads:
+            raise ValueError(f"`hidden_dim` ({hidden_dim}) must be a multiple of `num_heads` ({num_heads}).")
+        if not tasks or len(set(tasks)) != len(tasks):
+            raise ValueError(f"`tasks` must be distinct edit tasks, at least one, got {tasks!r}.")
+        for task in tasks:  # the router maps each predicted task to a method: only known tasks have one
+            check_task(task, "tasks")
         if num_tokens % 2:
             raise ValueError(f"`num_tokens` counts source and target tokens together and must be even, got {num_tokens}.")
         if not (isinstance(compare_tokens, bool) or compare_tokens == "changes"):

@@ -11,6 +11,8 @@ import difflib
 import re
 from dataclasses import dataclass
 
+from ..checks import check_text
+
 STYLE_WORDS = frozenset("""
     style styled painting painted drawing drawn sketch sketched watercolor watercolour oil pastel acrylic
     charcoal pencil ink cartoon anime manga comic illustration render rendering pixel pixelated art artwork
@@ -53,6 +55,8 @@ def _is_verb(word: str) -> bool:
 
 def classify_by_rules(source: str, target: str) -> RuleDecision:
     """The task whose rule first matches the word-level difference of ``source`` → ``target``."""
+    check_text(source, "source")
+    check_text(target, "target")
     source_words, target_words = _words(source), _words(target)
     removed, added, preceding = [], [], set()
     matcher = difflib.SequenceMatcher(a=source_words, b=target_words, autojunk=False)

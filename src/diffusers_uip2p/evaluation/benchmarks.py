@@ -28,6 +28,7 @@ from pathlib import Path
 import PIL.Image
 import torch
 
+from ..checks import check_number
 from .metrics import decode_pie_mask, strip_brackets
 
 PIE_MASK_SIZE = 512  # PIE-Bench's masks are run lengths over a 512×512 image
@@ -297,19 +298,22 @@ class ShapesBenchmark:
     name = "shapes"
 
     def __init__(self, split: str = "test", num_edits: int = 50):
-        from ..shapes.dataset import split_edits
+        from ..shapes.dataset import check_split
 
-        self.split = split
-        self.edits = split_edits(split, num_edits)
+        check_number(num_edits, "num_edits", low=1, integer=True)
+        self.split, self.num_edits = check_split(split), num_edits
         self.keys = [f"{split}-{i:05d}" for i in range(num_edits)]
 
     def __len__(self) -> int:
-        return len(self.edits)
+        return self.num_edits
 
     def __getitem__(self, index: int) -> EditItem:
         from ..shapes import render
+        from ..shapes.dataset import split_edits
 
-        edit = self.edits[index]
+        if not 0 <= index < self.num_edits:
+            raise IndexError(f"edit {index} is outside this benchmark's {self.num_edits} edits.")
+        edit = split_edits(self.split, 1, start=index)[0]  # each edit is drawn from its own index: made lazily
         image = render(edit.source)
         turn = EditTurn(reference=image, instruction=edit.instruction, source_prompt=edit.input_caption,
                         target_prompt=edit.edited_caption, source_caption=edit.input_caption,

@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from ..checks import check_number
+
 Z95 = 1.959963984540054
 
 
@@ -41,7 +43,10 @@ def mcnemar_p(a: list[bool], b: list[bool]) -> float:
 def paired_bootstrap(a, b, num_resamples: int = 10_000, seed: int = 0, level: float = 0.95) -> dict:
     """Mean of ``a − b`` over the same edits, with a percentile bootstrap interval over edits.
 
-    Edits where either value is missing or not finite (e.g. no region outside the edit) are left out."""
+    Edits where either value is missing or not finite (e.g. no region outside the edit) are left out; when
+    none is left, the result says so with ``n`` 0 and NaN figures."""
+    check_number(num_resamples, "num_resamples", low=1, integer=True)
+    check_number(level, "level", low=0, low_open=True, high=1)
     a, b = (np.asarray(x, dtype=np.float64) for x in _paired(a, b, dtype=np.float64))
     keep = np.isfinite(a) & np.isfinite(b)
     difference = a[keep] - b[keep]

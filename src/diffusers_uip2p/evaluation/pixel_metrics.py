@@ -10,10 +10,14 @@ from __future__ import annotations
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from ..checks import check_finite, check_number
+
 
 def _same_shape(pred: torch.Tensor, target: torch.Tensor) -> None:
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    check_finite(pred, "pred")  # a NaN image would otherwise score NaN, and a summary of NaN says nothing
+    check_finite(target, "target")
 
 
 def _diff(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -41,6 +45,7 @@ def l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """PSNR in dB = 10·log10(data_range² / MSE) per image (torchmetrics ``PeakSignalNoiseRatio(data_range=1.0)``
     on one image, as PIE-Bench calls it); +inf for identical images."""
+    check_number(data_range, "data_range", low=0, low_open=True)
     return 10 * torch.log10(data_range**2 / mse(pred, target))
 
 

@@ -7,9 +7,11 @@ DDIM inversion that diffusers users would otherwise pick (`DDIMInverseScheduler`
 from __future__ import annotations
 
 import inspect
+
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
+from ..checks import check_finite, check_number
 from ..schedulers import DualScheduleInversionScheduler
 from ..schedulers.scheduling_dual_schedule import ModelFn
 from .pixel_metrics import psnr as psnr_per_image
@@ -38,6 +40,7 @@ def dsi_round_trip(scheduler: DualScheduleInversionScheduler, latents: torch.Ten
 def ddim_steps_for_same_budget(num_inference_steps: int) -> int:
     """DDIM steps whose inversion uses as many UNet calls as DSI's with ``num_inference_steps`` (2N − 2);
     the paper compares 50 DSI steps with about 100 DDIM steps the same way (§5.1)."""
+    check_number(num_inference_steps, "num_inference_steps", low=2, integer=True)  # 1 DSI step: 0 DDIM steps
     return 2 * num_inference_steps - 2
 
 
@@ -66,6 +69,13 @@ def ddim_round_trip(config, latents: torch.Tensor, model_fn: ModelFn, num_infere
 
 def relative_error(reconstruction: torch.Tensor, reference: torch.Tensor) -> float:
     """‖x̂ − x‖ / ‖x‖ over the whole batch, in float64."""
+    if reconstruction.shape != reference.shape:
+        raise ValueError(f"`reconstruction` and `reference` must have the same shape, got "
+                         f"{tuple(reconstruction.shape)} and {tuple(reference.shape)}.")
+    check_finite(reconstruction, "reconstruction")
+    check_finite(reference, "reference")
+    if not reference.any():
+        raise ValueError("`reference` is all zeros: an error relative to it is undefined.")
     reference = reference.double()
     return ((reconstruction.double() - reference).norm() / reference.norm()).item()
 

@@ -32,6 +32,7 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
+from ..checks import check_number
 from .benchmarks import PIE_EDITING_TYPES, EditItem, EditTurn, ShapesBenchmark, natural_key
 from .editors import weights_fingerprint
 from .metrics import SCALES, SPECS, Metrics, summarize
@@ -399,9 +400,13 @@ def run_reconstruction(benchmark, pipe, output: str | Path, *, model_id: str, nu
     if benchmark[0].turns[0].source_prompt is None:
         raise ValueError(f"Reconstruction needs each image's prompt; {benchmark.name} items have none (use "
                          "PIE-Bench, Emu Edit or Shapes).")
+    if isinstance(guidance_scales, (int, float)) or not guidance_scales:
+        raise ValueError(f"`guidance_scales` must be a non-empty sequence of numbers, got {guidance_scales!r}.")
+    for scale in guidance_scales:
+        check_number(scale, "guidance_scales", low=0)
+    ddim_steps = ddim_steps_for_same_budget(num_inference_steps)  # checks num_inference_steps ≥ 2
     pipe.set_progress_bar_config(disable=True)
     metrics, count = Metrics(["psnr", "ssim"]), _count(benchmark, limit)
-    ddim_steps = ddim_steps_for_same_budget(num_inference_steps)
     settings = {"benchmark": benchmark.describe(), "model": model_id, "weights": weights_fingerprint(pipe),
                 "seed": None,  # no noise is drawn
                 "pipeline": type(pipe).__name__,

@@ -22,13 +22,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import BlipForConditionalGeneration, BlipProcessor, CLIPImageProcessor, CLIPTextModel, CLIPTokenizer
 
 from ..attention import attention_control
+from ..checks import check_finite, check_number
 from ..classifier import EditTaskClassifier
 from ..schedulers import BRANCH_RULES, DualScheduleInversionScheduler, DualScheduleState
 from .editing import DEFAULT_TARGET_RULE, EDIT_METHODS, P2P_SELF_REPLACE_MIN_LEVEL, EditPlan, plan_edit
 from .inversion import DualScheduleInversionMixin, as_prompt_list, repeat_state
 from .outputs import AutoEditPipelineOutput, DualScheduleInversionOutput
 from .routing import EditRoute, caption_image, route_edit, task_method_table
-from .validation import check_finite, check_guidance, check_number, check_steps
+from .validation import check_guidance, check_steps
 
 logger = logging.get_logger(__name__)
 
@@ -432,7 +433,9 @@ class AutoEditPipeline(
             scheduler.set_timesteps(num_inference_steps, device=device)
         branch_rules = None
         if editing:
-            branch_rules = ["coupled", *row_rules]  # a bare "anchored" anchors to the source, row 0
+            # Rows with the source's own prompt stay coupled (exact); a bare "anchored" anchors to row 0.
+            branch_rules = ["coupled", *("coupled" if text == prompt[0] else rule
+                                         for text, rule in zip(prompt[1:], row_rules, strict=True))]
             latents = scheduler.begin(state, branch_rules)
         elif inversion is not None:
             state = repeat_state(inversion.state, batch_size)

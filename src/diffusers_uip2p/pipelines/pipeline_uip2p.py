@@ -21,7 +21,8 @@ from diffusers.utils import BaseOutput
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from ..attention import AttentionController, AttentionStore, attention_control
-from .validation import DEFAULT_MAX_PIXELS, check_finite, check_generator, check_guidance, check_steps, to_unit_pixels
+from ..checks import check_finite
+from .validation import DEFAULT_MAX_PIXELS, check_generator, check_guidance, check_steps, to_unit_pixels
 
 _PARENT_CALL = inspect.signature(StableDiffusionInstructPix2PixPipeline.__call__)
 MAX_SEED = 2**31 - 1

@@ -19,12 +19,13 @@ diffusers' logging is quiet), and images over ``max_pixels`` are refused.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 import PIL.Image
 import torch
+
+from ..checks import check_finite, check_number
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 ACCEPTED = ("PIL images (any mode), numpy HWC/NHWC arrays (uint8, or float in [0, 1] or [0, 255]), or torch "
@@ -125,27 +126,6 @@ def to_unit_pixels(image, name: str = "image", vae_scale_factor: int = 8,
         pixels = torch.nn.functional.interpolate(pixels, size=(new_h, new_w), mode="bicubic", align_corners=False,
                                                  antialias=True).clamp(0, 1)
     return pixels
-
-
-def check_number(value, name: str, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, integer: bool = False, optional: bool = False) -> None:
-    """``value`` is a finite number (an int where ``integer``) in the given range, or a clear error."""
-    if value is None and optional:
-        return
-    kind = "an int" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            integer and not (isinstance(value, int) or float(value).is_integer())):
-        raise TypeError(f"`{name}` must be {kind}, got {value!r}.")
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be finite, got {value!r}.")
-    if low is not None and (value <= low if low_open else value < low) or high is not None and value > high:
-        bounds = f"{'(' if low_open else '['}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-        raise ValueError(f"`{name}` must be in {bounds}, got {value!r}.")
-
-
-def check_finite(tensor, name: str) -> None:
-    if tensor is not None and not torch.isfinite(tensor).all():
-        raise ValueError(f"`{name}` contains NaN or infinite values.")
 
 
 def check_generator(generator, count: int, name: str = "generator") -> None:

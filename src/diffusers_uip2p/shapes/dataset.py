@@ -29,10 +29,14 @@ TEXT_FIELDS = ("input_caption", "edit_instruction", "edited_caption", "reverse_i
                "edit_kind")
 
 
-def _rng(split: str, index: int) -> random.Random:
+def check_split(split: str) -> str:
     if split not in SPLIT_SEEDS:
-        raise ValueError(f"split must be one of {', '.join(SPLIT_SEEDS)}, got {split!r}.")
-    return random.Random(f"shapes-{split}-{index}")
+        raise ValueError(f"`split` must be one of {', '.join(SPLIT_SEEDS)}, got {split!r}.")
+    return split
+
+
+def _rng(split: str, index: int) -> random.Random:
+    return random.Random(f"shapes-{check_split(split)}-{index}")
 
 
 def split_scenes(split: str, num_scenes: int, start: int = 0) -> list[Scene]:
