@@ -334,3 +334,253 @@ def test_scheduler_bad_config(config, match):
 
     with pytest.raises(ValueError, match=match):
         DualScheduleInversionScheduler(**config)
+
+
+# ---------------------------------------------------------------- attention controllers and their pictures
+
+S, T = "a red circle on a white background", "a blue circle on a white background"
+
+
+def _store():
+    from diffusers_uip2p.attention import AttentionStore, PassthroughController
+
+    return AttentionStore(PassthroughController(0))
+
+
+def _maps(attention, **kwargs):
+    from diffusers_uip2p.attention import draw_token_maps
+
+    return draw_token_maps(PIL.Image.new("RGB", (16, 16)), attention, **kwargs)
+
+
+ATTENTION_BAD = [
+    ("replace, word counts differ", lambda A, tok: A.AttentionReplace([S, "a big blue circle on a white background"], tok),
+     ValueError, "`source` and `target` have different word counts"),
+    ("replace, one prompt", lambda A, tok: A.AttentionReplace([S], tok), ValueError,
+     "`prompts` needs a source and at least one target"),
+    ("cross steps < 0", lambda A, tok: A.AttentionReplace([S, T], tok, cross_replace_steps=-0.1), ValueError,
+     "`cross_replace_steps` must satisfy 0 ≤ start ≤ end ≤ 1"),
+    ("cross steps > 1", lambda A, tok: A.AttentionReplace([S, T], tok, cross_replace_steps=2.0), ValueError,
+     "`cross_replace_steps` must satisfy"),
+    ("cross steps NaN", lambda A, tok: A.AttentionReplace([S, T], tok, cross_replace_steps=float("nan")), ValueError,
+     "`cross_replace_steps` must satisfy"),
+    ("self steps a str", lambda A, tok: A.AttentionReplace([S, T], tok, self_replace_steps="0.4"), TypeError,
+     "`self_replace_steps` must be a fraction or a"),
+    ("self level < 0", lambda A, tok: A.AttentionReplace([S, T], tok, self_replace_min_level=-1), ValueError,
+     "`self_replace_min_level` must be an int ≥ 0"),
+    ("refine padding", lambda A, tok: A.AttentionRefine([S, T], tok, padding="left"), ValueError,
+     "`padding` must be one of follow_end, same_position"),
+    ("reweight, unknown word", lambda A, tok: A.AttentionReweight([S, T], tok, scales={"dog": 2.0}), ValueError,
+     "The word 'dog' in `scales` is in none of the target prompts"),
+    ("reweight, NaN scale", lambda A, tok: A.AttentionReweight([S, T], tok, scales={"blue": float("nan")}), TypeError,
+     "`scales` \\(the equalizer\\) must map words to finite numbers"),
+    ("reweight, str scale", lambda A, tok: A.AttentionReweight([S, T], tok, scales={"blue": "strong"}), TypeError,
+     "must map words to finite numbers, got 'blue': 'strong'"),
+    ("reweight, no scales", lambda A, tok: A.AttentionReweight([S, T], tok, scales={}), TypeError,
+     "`scales` must be a non-empty dict"),
+    ("masactrl start step < 0", lambda A, tok: A.MutualSelfAttention(start_step=-1), ValueError,
+     "`start_step` must be a non-negative int"),
+    ("masactrl start layer < 0", lambda A, tok: A.MutualSelfAttention(start_layer=-2), ValueError,
+     "`start_layer` must be a non-negative int"),
+    ("masactrl total < start", lambda A, tok: A.MutualSelfAttention(start_layer=10, total_layers=5), ValueError,
+     "`total_layers` must be positive and at least `start_layer`"),
+    ("masked masactrl, one word list", lambda A, tok: A.MaskedMutualSelfAttention([S, T], tok, foreground_words=["dog"]),
+     ValueError, "`foreground_words` needs one entry .* per prompt"),
+    ("masked masactrl threshold", lambda A, tok: A.MaskedMutualSelfAttention([S, T], tok, foreground_words=["circle"],
+                                                                            threshold=1.5),
+     ValueError, r"`threshold` must be in \[0, 1\]"),
+    ("word not in prompt", lambda A, tok: A.word_token_indices(tok, S, "dog"), ValueError,
+     "The word 'dog' is not in the prompt"),
+    ("empty word", lambda A, tok: A.word_token_indices(tok, S, ""), ValueError, "`word` must be a non-empty str"),
+    ("replace mapper lengths", lambda A, tok: A.replace_mapper(tok, S, "a circle"), ValueError,
+     "different word counts \\(7 and 2\\)"),
+    ("refine alignment padding", lambda A, tok: A.refine_alignment(tok, S, T, padding="x"), ValueError,
+     "`padding` must be one of"),
+    ("maps: cell size 0", lambda A, tok: _maps([("a", torch.rand(4, 4))], cell_size=0), ValueError,
+     "`cell_size` must be ≥ 8, got 0"),
+    ("maps: 0 columns", lambda A, tok: _maps([("a", torch.rand(4, 4))], columns=0), ValueError,
+     "`columns` must be ≥ 1, got 0"),
+    ("maps: none", lambda A, tok: _maps([]), ValueError, "`token_maps` is empty"),
+    ("maps: a 3-D map", lambda A, tok: _maps([("a", torch.rand(2, 4, 4))]), ValueError,
+     r"`token_maps\[0\]` must be a \(token, \[h, w\] tensor\) pair, got a map of shape \(2, 4, 4\)"),
+    ("maps: NaN map", lambda A, tok: _maps([("a", torch.full((4, 4), float("nan")))]), ValueError,
+     r"`token_maps\[0\]` contains NaN"),
+    ("maps: not pairs", lambda A, tok: _maps([torch.rand(4, 4)]), ValueError, r"`token_maps\[0\]` must be a"),
+    ("store: resolution 0", lambda A, tok: A.AttentionStore(A.PassthroughController(0), resolutions=[0]), ValueError,
+     "`resolutions` must be ≥ 1, got 0"),
+    ("store: resolutions an int", lambda A, tok: A.AttentionStore(A.PassthroughController(0), resolutions=16),
+     ValueError, "`resolutions` must be a non-empty list of ints"),
+    ("store: negative step", lambda A, tok: A.AttentionStore(A.PassthroughController(0), steps=[-1]), ValueError,
+     "`steps` must be ≥ 0, got -1"),
+    ("store: records nothing", lambda A, tok: A.AttentionStore(A.PassthroughController(0), cross=False), ValueError,
+     "`cross` and `self_attention` are both False"),
+    ("local blend, unknown word", lambda A, tok: A.LocalBlend(_store(), [S, T], tok, words=["dog", "dog"]), ValueError,
+     "The word 'dog' is not in the prompt"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", [c[1:] for c in ATTENTION_BAD], ids=[c[0] for c in ATTENTION_BAD])
+def test_attention_bad_input(call, error, match, tiny_edit_pipe):
+    from diffusers_uip2p import attention
+
+    with pytest.raises(error, match=match):
+        call(attention, tiny_edit_pipe.tokenizer)
+
+
+# ---------------------------------------------------------------- the task classifier and the word rules
+
+def _classifier(**kwargs):
+    from diffusers_uip2p.classifier import EditTaskClassifier
+
+    return EditTaskClassifier(**{"input_dim": 8, "num_tokens": 4, "hidden_dim": 8, "num_heads": 2, "num_layers": 1,
+                                 **kwargs})
+
+
+CLASSIFIER_BAD = [
+    ("rules: empty source", lambda C: C.classify_by_rules("", T), ValueError, "`source` must contain a word"),
+    ("rules: None target", lambda C: C.classify_by_rules(S, None), TypeError, "`target` must be a str, got NoneType"),
+    ("rules: emoji target", lambda C: C.classify_by_rules(S, "🎨"), ValueError, "`target` must contain a word"),
+    ("unknown task", lambda C: C.check_task("recolour"), ValueError, "`task` must be one of object_replacement"),
+    ("compare mode", lambda C: _classifier(compare_tokens="maybe"), ValueError, "`compare_tokens` must be one of"),
+    ("heads do not divide", lambda C: _classifier(hidden_dim=9), ValueError,
+     r"`hidden_dim` \(9\) must be a multiple of `num_heads` \(2\)"),
+    ("dropout > 1", lambda C: _classifier(dropout=1.5), ValueError, r"`dropout` must be in \[0.0, 1.0\], got 1.5"),
+    ("unknown tasks", lambda C: _classifier(tasks=("recolour",)), ValueError, "`tasks` must be one of"),
+    ("repeated tasks", lambda C: _classifier(tasks=("style_editing", "style_editing")), ValueError,
+     "`tasks` must be distinct edit tasks"),
+    ("odd token count", lambda C: _classifier(num_tokens=5), ValueError, "`num_tokens` counts source and target"),
+    ("zero layers", lambda C: _classifier(num_layers=0), ValueError, "`num_layers` must be ≥ 1, got 0"),
+    ("float width", lambda C: _classifier(hidden_dim=8.5), TypeError, "`hidden_dim` must be an int"),
+    ("wrong embedding width", lambda C: _classifier()(torch.rand(1, 2, 7), torch.rand(1, 2, 7)), ValueError,
+     r"`source_embeds` must have shape \[batch, 2, 8\]"),
+    ("triples split", lambda C: C.load_triples("dev"), ValueError, "`split` must be one of train, test"),
+    ("negative triple count", lambda C: C.generate_triples("train", -1), ValueError, "`num` must be an integer from 1"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", [c[1:] for c in CLASSIFIER_BAD], ids=[c[0] for c in CLASSIFIER_BAD])
+def test_classifier_bad_input(call, error, match):
+    from diffusers_uip2p import classifier
+
+    with pytest.raises(error, match=match):
+        call(classifier)
+
+
+# ---------------------------------------------------------------- evaluation: metrics, intervals, Elo, runners
+
+def _intervals():
+    from diffusers_uip2p.evaluation import intervals
+
+    return intervals
+
+
+IMAGES = torch.rand(1, 3, 8, 8)
+EVALUATION_BAD = [
+    ("wilson k > n", lambda E: _intervals().wilson_interval(5, 3), ValueError, "`successes` must lie in 0..n=3"),
+    ("wilson n = 0", lambda E: _intervals().wilson_interval(0, 0), ValueError, "`n` must be positive"),
+    ("wilson k < 0", lambda E: _intervals().wilson_interval(-1, 3), ValueError, "`successes` must lie in"),
+    ("paired lengths", lambda E: _intervals().compare_paired([True, False], [True]), ValueError,
+     "paired outcomes must be two flat lists of the same length"),
+    ("mcnemar lengths", lambda E: _intervals().mcnemar_p([True], [True, False]), ValueError,
+     "paired outcomes must be two flat lists"),
+    ("bootstrap level", lambda E: _intervals().paired_bootstrap([1.0, 2.0], [1.0, 2.0], level=1.5), ValueError,
+     r"`level` must be in \(0, 1\], got 1.5"),
+    ("bootstrap resamples", lambda E: _intervals().paired_bootstrap([1.0], [1.0], num_resamples=0), ValueError,
+     "`num_resamples` must be ≥ 1"),
+    ("psnr shapes", lambda E: E.psnr(IMAGES, torch.rand(1, 3, 4, 4)), ValueError, "pred and target must have the same"),
+    ("psnr NaN image", lambda E: E.psnr(torch.full_like(IMAGES, float("nan")), IMAGES), ValueError,
+     "`pred` contains NaN"),
+    ("psnr NaN reference", lambda E: E.psnr(IMAGES, torch.full_like(IMAGES, float("inf"))), ValueError,
+     "`target` contains NaN or infinite"),
+    ("psnr range 0", lambda E: E.psnr(IMAGES, IMAGES, data_range=0), ValueError, "`data_range` must be > 0"),
+    ("relative error shapes", lambda E: E.relative_error(torch.rand(2, 3), torch.rand(3, 2)), ValueError,
+     "`reconstruction` and `reference` must have the same shape"),
+    ("relative error to zero", lambda E: E.relative_error(torch.rand(2, 3), torch.zeros(2, 3)), ValueError,
+     "`reference` is all zeros"),
+    ("relative error NaN", lambda E: E.relative_error(torch.full((2, 3), float("nan")), torch.rand(2, 3)), ValueError,
+     "`reconstruction` contains NaN"),
+    ("DDIM budget of 1 step", lambda E: E.ddim_steps_for_same_budget(1), ValueError, "`num_inference_steps` must be ≥ 2"),
+    ("Elo short vote", lambda E: E.elo_ratings([("a",)]), ValueError, "vote 0 must be \\(model_a, model_b, outcome\\)"),
+    ("Elo outcome", lambda E: E.elo_ratings([("a", "b", "c")]), ValueError, "a vote's outcome must be 'a', 'b', 'draw'"),
+    ("Elo no votes", lambda E: E.elo_ratings([]), ValueError, "votes is empty"),
+    ("Elo level", lambda E: E.elo_confidence([("a", "b", "a")], level=2), ValueError, r"level must lie in \(0, 1\]"),
+    ("Elo orders", lambda E: E.elo_confidence([("a", "b", "a")], num_orders=0), ValueError,
+     "num_orders must be at least 1"),
+    ("unknown metric", lambda E: E.Metrics(["psnrr"]), ValueError, r"unknown metric\(s\) \['psnrr'\]"),
+    ("odd PIE mask", lambda E: E.decode_pie_mask([1, 2, 3], 4, 4), ValueError, "rle must hold \\(start, length\\) pairs"),
+    ("negative PIE run", lambda E: E.decode_pie_mask([-1, 2], 4, 4), ValueError, "rle runs need a non-negative start"),
+    ("rank past world", lambda E: E.ShardedRun("unused", {}, rank=2, world_size=2), ValueError,
+     r"rank must be in \[0, world_size\)"),
+    ("world size 0", lambda E: E.ShardedRun("unused", {}, rank=0, world_size=0), ValueError, "with world_size >= 1"),
+    ("Shapes split", lambda E: E.ShapesBenchmark("dev"), ValueError, "`split` must be one of train, validation, test"),
+    ("Shapes 0 edits", lambda E: E.ShapesBenchmark("test", 0), ValueError, "`num_edits` must be ≥ 1, got 0"),
+    ("Shapes edit index", lambda E: E.ShapesBenchmark("test", 2)[2], IndexError, "edit 2 is outside"),
+    ("run_shapes 0 edits", lambda E: E.run_shapes(None, "unused", num_edits=0), ValueError, "`num_edits` must be ≥ 1"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", [c[1:] for c in EVALUATION_BAD], ids=[c[0] for c in EVALUATION_BAD])
+def test_evaluation_bad_input(call, error, match):
+    from diffusers_uip2p import evaluation
+
+    with pytest.raises(error, match=match):
+        call(evaluation)
+
+
+def test_a_large_shapes_benchmark_is_made_lazily():
+    """A million edits used to be drawn up front (minutes); each edit is now drawn from its index when read."""
+    from diffusers_uip2p.evaluation import ShapesBenchmark
+    from diffusers_uip2p.shapes.dataset import split_edits
+
+    benchmark = ShapesBenchmark("test", 10**6)
+    assert len(benchmark) == 10**6
+    assert benchmark[3].turns[0].instruction == split_edits("test", 4)[3].instruction
+
+
+def test_run_reconstruction_checks_its_numbers_before_any_work(tiny_edit_pipe, tmp_path):
+    from diffusers_uip2p.evaluation import ShapesBenchmark, run_reconstruction
+
+    benchmark = ShapesBenchmark("test", 1)
+    for kwargs, match in [({"guidance_scales": ()}, "`guidance_scales` must be a non-empty sequence"),
+                          ({"guidance_scales": 7.5}, "`guidance_scales` must be a non-empty sequence"),
+                          ({"guidance_scales": (1.0, float("nan"))}, "`guidance_scales` must be finite"),
+                          ({"num_inference_steps": 1}, "`num_inference_steps` must be ≥ 2")]:
+        with pytest.raises(ValueError, match=match):
+            run_reconstruction(benchmark, tiny_edit_pipe, tmp_path, model_id="tiny", **kwargs)
+    assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- training options, refused by the parser
+
+TRAIN_BAD = [
+    (["--learning_rate=-1e-4"], "--learning_rate must be a finite number > 0"),
+    (["--learning_rate", "nan"], "--learning_rate must be a finite number > 0"),
+    (["--max_grad_norm", "0"], "--max_grad_norm must be a finite number > 0"),
+    (["--conv_in_lr_scale", "inf"], "--conv_in_lr_scale must be a finite number > 0"),
+    (["--ema_decay", "1.0"], r"--ema_decay must be in \[0, 1\)"),
+    (["--conditioning_dropout_prob", "0.5"], r"--conditioning_dropout_prob must be in \[0, 1/3\]"),
+    (["--lambda_clip", "inf"], "--lambda_clip must be a finite number >= 0"),
+    (["--lambda_attn", "nan"], "--lambda_attn must be a finite number >= 0"),
+    (["--lr_warmup_steps", "-5"], "--lr_warmup_steps must be a finite number >= 0"),
+    (["--lora_rank", "-1"], "--lora_rank must be a finite number >= 0"),
+    (["--max_train_samples", "0"], "--max_train_samples must be >= 1"),
+    (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1"),
+    (["--train_batch_size", "0"], "--train_batch_size must be >= 1"),
+    (["--max_bad_fraction", "1.5"], r"--max_bad_fraction must be in \[0, 1\]"),
+    (["--min_timestep", "500", "--max_timestep", "100"], "need 0 <= --min_timestep <= --max_timestep"),
+    (["--column", "image"], "--column takes FIELD=NAME"),
+    (["--validation_prompt", "make it blue"], "--validation_image and --validation_prompt go together"),
+    (["--mode", "foo"], "invalid choice: 'foo'"),
+]
+
+
+@pytest.mark.parametrize("argv, message", TRAIN_BAD, ids=[" ".join(c[0]) for c in TRAIN_BAD])
+def test_training_options_are_refused_by_the_parser(argv, message, capsys):
+    import re
+
+    from diffusers_uip2p.training import train_uip2p
+
+    with pytest.raises(SystemExit) as exit_:
+        train_uip2p.parse_args(["--pretrained_model_name_or_path", "unused", "--train_data", "unused", "--output_dir",
+                                 "unused", *argv])
+    assert exit_.value.code == 2 and re.search(message, capsys.readouterr().err)

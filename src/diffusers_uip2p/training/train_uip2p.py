@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import shlex
@@ -112,14 +113,24 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "checkpointing_steps", "validation_steps", "num_edit_steps", "health_records", "health_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("max_train_samples", "checkpoints_total_limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     for name in ("lambda_clip", "lambda_sim", "lambda_recon", "lambda_recon_clip", "lambda_attn", "lambda_denoise",
-                 "snr_gamma", "health_edits"):
-        if not getattr(args, name) >= 0:
-            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+                 "snr_gamma", "health_edits", "lr_warmup_steps", "adam_weight_decay", "lora_rank",
+                 "dataloader_num_workers"):
+        if not 0 <= getattr(args, name) < math.inf:  # NaN fails this too
+            parser.error(f"--{name} must be a finite number >= 0, got {getattr(args, name)}")
+    for name in ("learning_rate", "max_grad_norm", "conv_in_lr_scale"):
+        if not 0 < getattr(args, name) < math.inf:
+            parser.error(f"--{name} must be a finite number > 0, got {getattr(args, name)}")
+    if not 0 <= args.ema_decay < 1:
+        parser.error(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
+    if not 0 <= args.conditioning_dropout_prob <= 1 / 3:
+        parser.error(f"--conditioning_dropout_prob must be in [0, 1/3] (three dropout cases of p each), got "
+                     f"{args.conditioning_dropout_prob}")
     if not 0 <= args.max_bad_fraction <= 1:
         parser.error(f"--max_bad_fraction must be in [0, 1], got {args.max_bad_fraction}")
-    if not args.conv_in_lr_scale > 0:
-        parser.error(f"--conv_in_lr_scale must be > 0, got {args.conv_in_lr_scale}")
     if not 0 <= args.min_timestep <= args.max_timestep:
         parser.error("need 0 <= --min_timestep <= --max_timestep")
     if bool(args.validation_image) != bool(args.validation_prompt):
