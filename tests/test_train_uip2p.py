@@ -198,7 +198,7 @@ def test_shapes_health_checks_judge_sampled_edits(assets, tmp_path):
 def test_health_and_recipe_bad_input(assets, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_uip2p.main(arguments(assets, tmp_path / "a", "--lambda_denoise", "-1"))
-    assert "--lambda_denoise must be >= 0, got -1.0" in capsys.readouterr().err
+    assert "--lambda_denoise must be a finite number >= 0, got -1.0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--health_data 'missing-folder' is neither 'shapes' nor an existing"):
         train_uip2p.main(arguments(assets, tmp_path / "b", "--health_data", "missing-folder", steps=1))
     empty = tmp_path / "empty"
