@@ -38,6 +38,9 @@ from diffusers_uip2p.pipelines.editing import P2P_SELF_REPLACE_MIN_LEVEL
 from diffusers_uip2p.schedulers import BRANCH_RULES
 from diffusers_uip2p.shapes import CATEGORIES
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plots import log_line_chart  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "benchmarks" / "results" / "shapes-editing"
 RULE_COLOURS = {"coupled": (214, 39, 40), "anchored": (31, 119, 180), "midpoint": (44, 160, 44), "ddim": (148, 103, 189)}
@@ -170,31 +173,16 @@ def category_markdown(summary: dict, selected: list[str]) -> str:
 
 
 def sync_gap_picture(records: list[dict], method: str, path: Path) -> None:
-    """Mean sync gap per sampling step (log scale) for each rule, drawn with Pillow."""
+    """Mean sync gap per sampling step (log scale) for each rule."""
     curves = {}
     for key in keys(records):
         if key.startswith("dsi-") and key.endswith(f"/{method}") and "sync_gap" in records[0]["results"][key]:
-            curves[key.split("/")[0][4:]] = np.mean([r["results"][key]["sync_gap"] for r in records], axis=0)
-    width, height, left, top, bottom = 560, 320, 60, 30, 40
-    image = PIL.Image.new("RGB", (width, height), "white")
-    draw = PIL.ImageDraw.Draw(image)
-    values = np.log10(np.concatenate(list(curves.values())))
-    lo, hi = math.floor(values.min()), math.ceil(values.max())
-    steps = len(next(iter(curves.values())))
-    x_of = lambda i: left + i / (steps - 1) * (width - left - 20)  # noqa: E731
-    y_of = lambda v: top + (hi - v) / (hi - lo) * (height - top - bottom)  # noqa: E731
-    draw.line([(left, top), (left, height - bottom), (width - 20, height - bottom)], fill="black")
-    for decade in range(lo, hi + 1):
-        draw.text((5, y_of(decade) - 5), f"1e{decade}", fill="black")
-        draw.line([(left - 4, y_of(decade)), (left, y_of(decade))], fill="black")
-    draw.text((left, height - bottom + 8), f"sampling step (1 to {steps}, noisy to clean)", fill="black")
-    draw.text((left, 8), f"mean sync gap of the target row per step, {method}, {len(records)} test edits", fill="black")
-    for n, (rule, curve) in enumerate(sorted(curves.items())):
-        colour = RULE_COLOURS.get(rule, (0, 0, 0))
-        draw.line([(x_of(i), y_of(math.log10(v))) for i, v in enumerate(curve)], fill=colour, width=2)
-        draw.text((left + 10, top + 5 + 14 * n), rule, fill=colour)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+            curve = np.mean([r["results"][key]["sync_gap"] for r in records], axis=0)
+            curves[key.split("/")[0][4:]] = (list(range(len(curve))), curve.tolist())
+    steps = len(next(iter(curves.values()))[0])
+    log_line_chart(dict(sorted(curves.items())), RULE_COLOURS,
+                   f"mean sync gap of the target row per step, {method}, {len(records)} test edits",
+                   f"sampling step (1 to {steps}, noisy to clean)", path)
 
 
 @torch.no_grad()

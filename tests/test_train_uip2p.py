@@ -334,3 +334,21 @@ def test_a_run_killed_while_saving_resumes_from_the_last_whole_checkpoint(assets
     for a, b in zip(log(whole), log(cut), strict=True):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
     assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+
+
+def test_learning_curves_keep_every_health_row_and_average_the_loss(tmp_path):
+    """`benchmarks/training_curves.py` ships compact logs; the tracked curves must match the full ones."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "training_curves.py"
+    spec = importlib.util.spec_from_file_location("training_curves", path)
+    curves = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curves)
+    rows = [{"step": s, "loss": float(s)} for s in range(1, 8)] + [{"step": 4, "health": {"input_eps_ratio": 3.0}}]
+    log_file = tmp_path / "training_log.jsonl"
+    log_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    compact = curves.compact(log_file, window=3)
+    assert [r for r in compact if "health" in r] == [rows[-1]]
+    assert [(r["step"], r["loss"], r["steps_averaged"]) for r in compact if "loss" in r] == [(3, 2.0, 3), (6, 5.0, 3),
+                                                                                            (7, 7.0, 1)]
+    assert curves.health_curve(compact, "input_eps_ratio") == ([4], [3.0])
