@@ -25,7 +25,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from ..checks import check_finite, check_number
+from ..checks import check_number
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 ACCEPTED = ("PIL images (any mode), numpy HWC/NHWC arrays (uint8, or float in [0, 1] or [0, 255]), or torch "

@@ -13,7 +13,7 @@ import re
 
 from transformers import CLIPTokenizer
 
-from ..testing import make_clip_tokenizer
+from ..byte_tokenizer import make_clip_tokenizer
 from .edits import TEMPLATES, make_edit
 from .scenes import random_scene
 

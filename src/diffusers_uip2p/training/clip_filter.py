@@ -25,7 +25,7 @@ def clip_filter(images, captions, clip_model, processor_or_tokenizer, image_proc
     (PIL images or paths) are opened one batch at a time."""
     from transformers import CLIPImageProcessor
 
-    from .data import load_image
+    from .records import load_image
 
     if len(images) != len(captions):
         raise ValueError(f"`images` and `captions` must pair up, got {len(images)} images and {len(captions)} "

@@ -12,107 +12,17 @@ are opened lazily, so an unreadable image is reported when its record is first r
 
 from __future__ import annotations
 
-import io
 import json
-import random
 import re
 import shutil
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import PIL.Image
 import torch
 
-RECORD_FIELDS = ("image", "input_caption", "edit_instruction", "edited_caption", "reverse_instruction")
-TEXT_FIELDS = RECORD_FIELDS[1:]
-EDITED_IMAGE = "edited_image"
-BAD_RECORD_POLICIES = ("skip", "error")
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-
-
-class BadRecord(ValueError):
-    """A record that cannot be used; the message says where it is and what is wrong."""
-
-
-@dataclass(frozen=True)
-class _Options:
-    resolution: int
-    require_edited: bool
-    on_bad_record: str
-    center_crop: bool
-    random_flip: bool
-    seed: int
-
-
-def _report(error: BadRecord, options: _Options) -> None:
-    """Raise the problem (``on_bad_record="error"``) or warn that the record is skipped."""
-    if options.on_bad_record == "error":
-        raise ValueError(f"{error} (pass on_bad_record='skip' to skip bad records)")
-    warnings.warn(f"Skipping {error}", stacklevel=3)
-
-
-def text_problem(record: dict) -> str | None:
-    """What is wrong with a record's text fields, or None: each must be a non-empty string."""
-    for field in TEXT_FIELDS:
-        value = record.get(field)
-        if value is None:
-            return f"missing {field!r}"
-        if not isinstance(value, str):
-            return f"{field!r} must be a string, got {type(value).__name__}"
-        if not value.strip():
-            return f"empty {field!r}"
-    return None
-
-
-def load_image(value, base: Path | None = None) -> PIL.Image.Image:
-    """An RGB PIL image from a PIL image, a path (relative to ``base``), bytes or a 🤗 ``{bytes, path}`` dict."""
-    if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
-        return load_image(value.get("bytes") or value["path"], base)
-    if isinstance(value, PIL.Image.Image):
-        return value.convert("RGB")
-    if not isinstance(value, (str, Path, bytes)):
-        raise BadRecord(f"an image must be a PIL image, a path or bytes, got {type(value).__name__}")
-    try:
-        if isinstance(value, bytes):
-            return PIL.Image.open(io.BytesIO(value)).convert("RGB")
-        with PIL.Image.open(base / value if base is not None else value) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
-        name = "<bytes>" if isinstance(value, bytes) else str(value)
-        raise BadRecord(f"unreadable image {name!r}: {error}") from error
-
-
-def to_pixel_values(image: PIL.Image.Image, resolution: int, crop: tuple[float, float] = (0.5, 0.5),
-                    flip: bool = False) -> torch.Tensor:
-    """[3, R, R] float32 in [-1, 1]: shorter side resized to R, an R×R crop at ``crop`` (fractions of the slack
-    along x and y; 0.5 is the centre), then an optional horizontal flip. Aspect ratio is kept, never squashed."""
-    width, height = image.size
-    scale = resolution / min(width, height)
-    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-    if size != image.size:
-        image = image.resize(size, PIL.Image.Resampling.BICUBIC)
-    left, top = round((size[0] - resolution) * crop[0]), round((size[1] - resolution) * crop[1])
-    image = image.crop((left, top, left + resolution, top + resolution))
-    if flip:
-        image = image.transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT)
-    array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)
-    return torch.from_numpy(array / 127.5 - 1.0)
-
-
-def _make_item(texts: dict, image, edited, index: int, where: str, epoch: int, options: _Options,
-               base: Path | None = None) -> dict:
-    """The training item of one record; both images get the same crop and flip (seeded by record and epoch)."""
-    if edited is None and options.require_edited:  # a mode/data mismatch, whatever on_bad_record says
-        raise ValueError(f"Supervised mode (require_edited=True) needs edited images; {where} has none.")
-    rng = random.Random(f"{options.seed}:{epoch}:{where}")
-    crop = (0.5, 0.5) if options.center_crop else (rng.random(), rng.random())
-    flip = options.random_flip and rng.random() < 0.5
-    item = {"pixel_values": to_pixel_values(load_image(image, base), options.resolution, crop, flip)}
-    if edited is not None:
-        item["edited_pixel_values"] = to_pixel_values(load_image(edited, base), options.resolution, crop, flip)
-    return {**item, **{field: texts[field] for field in TEXT_FIELDS}, "index": index}
+from .records import (BAD_RECORD_POLICIES, EDITED_IMAGE, RECORD_FIELDS, TEXT_FIELDS, BadRecord, RecordOptions,
+                      make_item, report_bad_record, text_problem)
+from .shards import EditShardDataset, expand_braces
 
 
 class EditRecordDataset(torch.utils.data.Dataset):
@@ -121,7 +31,7 @@ class EditRecordDataset(torch.utils.data.Dataset):
     Split it across processes with the sampler (accelerate's ``prepare`` does); ``set_epoch`` reseeds random
     crops and flips (with persistent DataLoader workers, each worker keeps the epoch it started with)."""
 
-    def __init__(self, rows: list[tuple[int, str, dict, object, object]], options: _Options, base: Path | None,
+    def __init__(self, rows: list[tuple[int, str, dict, object, object]], options: RecordOptions, base: Path | None,
                  images=None):
         self._rows, self._options, self._base, self._images = rows, options, base, images
         self.epoch = 0
@@ -137,13 +47,13 @@ class EditRecordDataset(torch.utils.data.Dataset):
         try:
             if self._images is not None:  # a 🤗 dataset: images are decoded only now
                 image, edited = self._images(index)
-            return _make_item(texts, image, edited, index, where, self.epoch, self._options, self._base)
+            return make_item(texts, image, edited, index, where, self.epoch, self._options, self._base)
         except BadRecord as error:
-            _report(BadRecord(f"{where}: {error}"), self._options)
+            report_bad_record(BadRecord(f"{where}: {error}"), self._options)
             return None
 
 
-def _check_rows(candidates, options: _Options) -> list:
+def _check_rows(candidates, options: RecordOptions) -> list:
     """Keep the rows whose texts are complete, reporting the others; require edited images up front."""
     rows, skipped = [], 0
     for index, where, texts, image, edited in candidates:
@@ -152,7 +62,7 @@ def _check_rows(candidates, options: _Options) -> list:
         problem = text_problem(texts) or (None if image is not None else f"missing {'image'!r}")
         if problem:
             skipped += 1
-            _report(BadRecord(f"{where}: {problem}"), options)
+            report_bad_record(BadRecord(f"{where}: {problem}"), options)
         else:
             rows.append((index, where, texts, image, edited))
     if not rows:
@@ -161,7 +71,7 @@ def _check_rows(candidates, options: _Options) -> list:
     return rows
 
 
-def _jsonl_rows(path: Path, names: dict, max_records: int | None, options: _Options):
+def _jsonl_rows(path: Path, names: dict, max_records: int | None, options: RecordOptions):
     """(index, where, texts, image, edited) of each record of a JSONL file, bad JSON reported as a bad record."""
     lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
     for index, (number, line) in enumerate(lines[:max_records]):
@@ -171,13 +81,13 @@ def _jsonl_rows(path: Path, names: dict, max_records: int | None, options: _Opti
             if not isinstance(record, dict):
                 raise ValueError(f"expected a JSON object, got {type(record).__name__}")
         except ValueError as error:
-            _report(BadRecord(f"{where}: not a JSON record: {error}"), options)
+            report_bad_record(BadRecord(f"{where}: not a JSON record: {error}"), options)
             continue
         texts = {field: record.get(names[field]) for field in TEXT_FIELDS}
         yield index, where, texts, record.get(names["image"]) or None, record.get(names[EDITED_IMAGE]) or None
 
 
-def _hf_dataset(dataset, names: dict, max_records: int | None, options: _Options) -> EditRecordDataset:
+def _hf_dataset(dataset, names: dict, max_records: int | None, options: RecordOptions) -> EditRecordDataset:
     """Rows of a 🤗 ``Dataset``; its columns are checked up front, its images decoded lazily."""
     import datasets
 
@@ -259,13 +169,12 @@ def open_edit_dataset(source, *, resolution: int, require_edited: bool = False, 
     ``shuffle_buffer`` apply to shards; ``max_records`` keeps the first records (per rank for shards).
     """
     names = _check_arguments(resolution, on_bad_record, columns, rank, world_size, max_records, shuffle_buffer)
-    options = _Options(resolution, require_edited, on_bad_record, center_crop, random_flip, seed)
+    options = RecordOptions(resolution, require_edited, on_bad_record, center_crop, random_flip, seed)
     source = str(source) if isinstance(source, Path) else source
     if isinstance(source, (list, tuple)) or (isinstance(source, str) and re.search(r"\.tar(\}|$)", source)):
         items = [source] if isinstance(source, str) else list(source)
         if not all(isinstance(item, (str, Path)) for item in items):
             raise TypeError("`source` as a list must hold tar shard paths.")
-        from .shards import EditShardDataset, expand_braces  # shards.py builds on this module
 
         shards = [path for item in items for path in expand_braces(str(item))]
         missing = [path for path in shards if not Path(path).is_file()]

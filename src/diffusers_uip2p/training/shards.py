@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .data import IMAGE_EXTENSIONS, TEXT_FIELDS, BadRecord, _make_item, _Options, _report, text_problem
+from .records import IMAGE_EXTENSIONS, TEXT_FIELDS, BadRecord, RecordOptions, make_item, report_bad_record, text_problem
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -35,7 +35,7 @@ class EditShardDataset(torch.utils.data.IterableDataset):
     fields) and optionally ``<key>.edited.png``. Rank r reads the shards with ``index % world_size == r``
     (DataLoader workers split those again). The order depends only on ``seed`` and ``set_epoch``."""
 
-    def __init__(self, shards: list[str], options: _Options, names: dict, rank: int, world_size: int,
+    def __init__(self, shards: list[str], options: RecordOptions, names: dict, rank: int, world_size: int,
                  shuffle_buffer: int, max_records: int | None):
         self.shards = shards[rank::world_size]
         if not self.shards:
@@ -83,7 +83,7 @@ class EditShardDataset(torch.utils.data.IterableDataset):
         if problem or image is None:
             raise BadRecord(f"{where}: {problem or 'no image'}")
         try:
-            return _make_item(texts, image, edited, index, where, self.epoch, self._options)
+            return make_item(texts, image, edited, index, where, self.epoch, self._options)
         except BadRecord as error:
             raise BadRecord(f"{where}: {error}") from error
 
@@ -100,7 +100,7 @@ class EditShardDataset(torch.utils.data.IterableDataset):
             try:
                 yield self._item(shard, index, key, group)
             except BadRecord as error:
-                _report(error, self._options)
+                report_bad_record(error, self._options)
 
 
 def _shuffled(items, buffer_size: int, rng: random.Random):
