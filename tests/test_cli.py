@@ -20,9 +20,11 @@ SUBCOMMANDS = ("edit", "auto-edit", "reconstruct", "train", "evaluate", "convert
 
 def test_reconstruct_writes_picture_and_report(tmp_path, capsys):
     assert main(["reconstruct", "--steps", "5", "--output", str(tmp_path), "--scale", "1"]) == 0
-    report = json.loads((tmp_path / "reconstruction.json").read_text())
+    text = (tmp_path / "reconstruction.json").read_text()
+    report = json.loads(text)
     assert report["dsi"]["latent_relative_error"] == 0.0
-    assert report["dsi"]["psnr_vs_vae_round_trip_db"] == float("inf")
+    assert "Infinity" not in text and report["dsi"]["psnr_vs_vae_round_trip_db"] is None  # strict JSON: +inf
+    assert report["dsi"]["psnr_vs_vae_round_trip_db_reason"].startswith("+inf")
     assert report["ddim"]["latent_relative_error"] > 1e-3
     assert report["dsi"]["unet_calls"] == 2 * 5 - 2 + 2 * 5 - 3
     assert report["ddim"]["unet_calls"] == 2 * (2 * 5 - 2)
@@ -185,3 +187,17 @@ def test_resolve_image_prefers_an_existing_file(tmp_path, monkeypatch):
     PIL.Image.new("RGB", (8, 8)).save(tmp_path / "striped.png")
     assert resolve_image("striped.png").resolve() == (tmp_path / "striped.png").resolve()
     assert resolve_image("striped").parent.name == "scenes"
+
+
+def test_reports_are_strict_json():
+    """Python's json writes Infinity and NaN, which strict parsers refuse: null and a reason instead."""
+    import json
+    import math
+
+    from diffusers_uip2p import strict_json
+
+    report = {"psnr": math.inf, "error": 0.5, "per_scale": [1.0, math.nan], "nested": {"x": -math.inf}}
+    text = strict_json.dumps(report)
+    assert json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} in {text}")) == {"psnr": None, "psnr_reason": "+inf (no error at all: identical inputs)", "error": 0.5,
+                                "per_scale": [1.0, None], "per_scale_reason": {"1": "NaN (undefined)"},
+                                "nested": {"x": None, "x_reason": "-inf"}}

@@ -19,12 +19,12 @@ know) ends with a one-line message and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
 import PIL
 
+from .. import strict_json
 from . import commands
 
 FORWARDED = {
@@ -189,7 +189,7 @@ def summary(report: dict) -> str:
                   ((n, report[n]) for n in ("dsi", "ddim"))]
         lines.append("grid: input | VAE round trip | DSI | DDIM")
     else:
-        lines = [f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}"
+        lines = [f"{key}: {strict_json.dumps(value) if isinstance(value, (dict, list)) else value}"
                  for key, value in report.items() if value is not None and key not in ("command", "files")]
         if report["command"] == "edit":
             lines.append("grid: input | edit" + (" | reverse edit" if report.get("reverse") else ""))

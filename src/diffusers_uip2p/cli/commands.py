@@ -4,13 +4,13 @@ report that the CLI prints and also writes next to the pictures."""
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
 import PIL.Image
 import torch
 
+from .. import strict_json
 from ..evaluation import ddim_round_trip, ddim_steps_for_same_budget, psnr, relative_error
 from ..shapes.pretrained import resolve_model, shared_components
 from .images import fit_to_model, open_image, sample_caption, side_by_side
@@ -86,7 +86,7 @@ def _write(output: str, name: str, image: PIL.Image.Image, grid: PIL.Image.Image
     image.save(folder / f"{name}.png")
     grid.save(folder / f"{name}-grid.png")
     report["files"] = [str(folder / f"{name}.png"), str(folder / f"{name}-grid.png"), str(folder / f"{name}.json")]
-    (folder / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (folder / f"{name}.json").write_text(strict_json.dumps(report, indent=2))
     return report
 
 

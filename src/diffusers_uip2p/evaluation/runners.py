@@ -32,6 +32,7 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
+from .. import strict_json
 from ..checks import check_number
 from .benchmarks import PIE_EDITING_TYPES, EditItem, EditTurn, ShapesBenchmark, natural_key
 from .editors import weights_fingerprint
@@ -206,7 +207,7 @@ def _finish(run: ShardedRun, records: list[dict], summary: dict, table: str, com
     seconds = [r["seconds"] for r in records]
     result = {**run.settings, "command": _command(command), "processes": run.world_size, "items": len(records),
               "seconds_per_item": float(np.mean(seconds)) if seconds else None, "summary": summary, "table": table}
-    (run.folder / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (run.folder / "results.json").write_text(strict_json.dumps(result, indent=2) + "\n")
     settings, editor = run.settings, run.settings.get("editor", {})
     model, seed = settings.get("model", editor.get("model")), settings.get("seed", editor.get("seed"))
     backbones = ((settings.get("metrics") or {}).get("backbones", {})).items()
