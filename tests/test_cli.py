@@ -201,3 +201,15 @@ def test_reports_are_strict_json():
     assert json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} in {text}")) == {"psnr": None, "psnr_reason": "+inf (no error at all: identical inputs)", "error": 0.5,
                                 "per_scale": [1.0, None], "per_scale_reason": {"1": "NaN (undefined)"},
                                 "nested": {"x": None, "x_reason": "-inf"}}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["edit", "--help"], ["auto-edit", "--help"], ["edit", "x", "y", "--steps", "0"]])
+def test_help_and_argument_errors_import_no_torch(argv):
+    """Start-up stays fast: the parser and its errors come before any heavy import (the commands load torch)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom diffusers_uip2p.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "assert not {'torch', 'diffusers', 'transformers'} & set(sys.modules), sorted(sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]

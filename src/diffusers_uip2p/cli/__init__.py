@@ -22,10 +22,9 @@ import argparse
 import math
 import sys
 
-import PIL
-
 from .. import strict_json
-from . import commands
+
+# Nothing heavy at import: `--help` and argument errors must not wait for torch (the commands import it).
 
 FORWARDED = {
     "train": ("diffusers_uip2p.training.train_uip2p", "train an InstructPix2Pix-architecture model with ERC "
@@ -163,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         return _forward(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    import PIL
+
+    from . import commands
+
     run = {"edit": commands.edit, "auto-edit": commands.auto_edit, "reconstruct": commands.reconstruct,
            "convert": commands.convert}[args.command]
     try:
