@@ -8,9 +8,22 @@ imports ``diffusers_uip2p`` and asks it for the class named in ``model_index.jso
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0.dev0"
+
+
+class _QuietTorchvisionFallback(logging.Filter):
+    """transformers warns, on every run without torchvision, that its image processors fall back to their
+    PIL versions. Those are the ones our pipelines use, and torchvision has no CPU wheel here: nothing to act
+    on, so the one message is dropped (every other transformers warning still shows)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed); falling back to" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_QuietTorchvisionFallback())
 
 _EXPORTS = {
     "AutoEditPipeline": "pipelines",

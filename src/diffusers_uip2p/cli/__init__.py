@@ -33,6 +33,7 @@ FORWARDED = {
                  "reconstruction); `evaluate --help` lists them"),
 }
 SHAPES_TRAIN_RECORDS = 2000
+SHIPPED_MODELS = ("uip2p", "ip2p", "pipeline", "clip")  # shapes.pretrained.MODEL_NAMES, without importing it
 
 
 def positive_int(text: str) -> int:
@@ -50,7 +51,8 @@ def guidance(text: str) -> float:
 
 
 def _common(sub: argparse.ArgumentParser, output: str, model_help: str, steps: int, guidance_scale: float) -> None:
-    sub.add_argument("--model", help=f"local diffusers folder, Hub id or shapes:NAME (default: {model_help})")
+    sub.add_argument("--model", help=f"local diffusers folder, Hub id or shapes:NAME with NAME one of "
+                                     f"{', '.join(SHIPPED_MODELS)} (default: {model_help})")
     sub.add_argument("--output", default=output, help=f"folder for the image, grid and report (default {output})")
     sub.add_argument("--steps", type=positive_int, default=steps, help=f"inference steps (default {steps})")
     sub.add_argument("--guidance-scale", type=guidance, default=guidance_scale,
@@ -61,8 +63,9 @@ def _common(sub: argparse.ArgumentParser, output: str, model_help: str, steps: i
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffusers-uip2p", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    description, _, epilog = __doc__.replace("``", "").partition("\n\n")
+    parser = argparse.ArgumentParser(prog="diffusers-uip2p", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     edit = sub.add_parser("edit", help="edit an image by instruction (UIP2PPipeline)")
@@ -72,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "reversibility")
     edit.add_argument("--candidates", type=positive_int, default=1,
                       help="k seeds ranked by reversibility (needs --reverse)")
-    edit.add_argument("--image-guidance-scale", type=guidance, default=1.5)
-    edit.add_argument("--seed", type=int, default=0)
+    edit.add_argument("--image-guidance-scale", type=guidance, default=1.5,
+                      help="how closely the edit keeps the input image (default 1.5)")
+    edit.add_argument("--seed", type=int, default=0, help="seed of the first candidate; candidate k uses seed + k "
+                                                          "(default 0)")
     _common(edit, "outputs/edit", "the shipped Shapes UIP2P model", 50, 7.5)
 
     auto = sub.add_parser("auto-edit", help="invert exactly (DSI) and edit towards a target prompt")
@@ -152,7 +157,11 @@ def _forward(command: str, argv: list[str]) -> int:
     import importlib
 
     module = importlib.import_module(FORWARDED[command][0] + (".__main__" if command == "evaluate" else ""))
-    result = module.main(_with_shapes_defaults(argv) if command == "train" else argv)
+    prog = f"diffusers-uip2p {command}"
+    if command == "train":
+        result = module.main(_with_shapes_defaults(argv), prog=prog, shapes_defaults=True)
+    else:
+        result = module.main(argv, prog=prog)
     return result if isinstance(result, int) else 0
 
 

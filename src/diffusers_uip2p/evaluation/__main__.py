@@ -36,8 +36,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 SHAPES_PIPELINE = "shipped Shapes pipeline (diffusers_uip2p/shapes/models/pipeline)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m diffusers_uip2p.evaluation", description=__doc__.split("\n")[0],
+def build_parser(prog: str = "python -m diffusers_uip2p.evaluation") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     helps = {"pie-bench": "PIE-Bench (mapping_file.json + annotation_images/)",
@@ -175,8 +175,8 @@ def prepare(args: argparse.Namespace, state) -> Callable[[], dict | None]:
                    save_images=args.save_images, **shard)
 
 
-def main(argv: list[str] | None = None) -> dict | None:
-    parser = build_parser()
+def main(argv: list[str] | None = None, prog: str = "python -m diffusers_uip2p.evaluation") -> dict | None:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     state = distributed_state()

@@ -25,7 +25,8 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 from ..attention import attention_control
 from ..pipelines.editing import plan_edit
-from .reconstruction import CountingModelFn, ddim_scheduler
+from ..schedulers import scheduler_from_config
+from .reconstruction import CountingModelFn
 
 INVERSIONS = ("ddim", "direct_inversion", "null_text")
 
@@ -46,8 +47,8 @@ def baseline_edit(pipe, clean_latents: torch.Tensor, prompts: list[str], num_inf
         raise ValueError(f"null-text inversion optimises the unconditional embedding of guidance; it needs "
                          f"`guidance_scale` > 1, got {guidance_scale}.")
     plan = plan_edit(edit_method, prompts, pipe.tokenizer, **method_kwargs)
-    inverse = ddim_scheduler(DDIMInverseScheduler, pipe.scheduler.config)
-    forward = ddim_scheduler(DDIMScheduler, pipe.scheduler.config)
+    inverse = scheduler_from_config(DDIMInverseScheduler, pipe.scheduler.config)
+    forward = scheduler_from_config(DDIMScheduler, pipe.scheduler.config)
     device = clean_latents.device
     inverse.set_timesteps(num_inference_steps, device=device)
     forward.set_timesteps(num_inference_steps, device=device)

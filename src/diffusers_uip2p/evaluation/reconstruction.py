@@ -6,13 +6,11 @@ DDIM inversion that diffusers users would otherwise pick (`DDIMInverseScheduler`
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 from ..checks import check_finite, check_number
-from ..schedulers import DualScheduleInversionScheduler
+from ..schedulers import DualScheduleInversionScheduler, scheduler_from_config
 from ..schedulers.scheduling_dual_schedule import ModelFn
 from .pixel_metrics import psnr as psnr_per_image
 
@@ -44,23 +42,16 @@ def ddim_steps_for_same_budget(num_inference_steps: int) -> int:
     return 2 * num_inference_steps - 2
 
 
-def ddim_scheduler(scheduler_class, config):
-    """``scheduler_class`` (DDIM or its inverse) from any SD scheduler config, given only the keys it takes, so
-    that DSI's own key and PNDM's ``skip_prk_steps`` do not make it warn on every image."""
-    accepted = inspect.signature(scheduler_class.__init__).parameters
-    return scheduler_class.from_config({k: v for k, v in dict(config).items() if k in accepted})
-
-
 def ddim_round_trip(config, latents: torch.Tensor, model_fn: ModelFn, num_inference_steps: int) -> tuple[torch.Tensor, int]:
     """Invert with diffusers' `DDIMInverseScheduler` and sample back with `DDIMScheduler`, both built from
     ``config`` (any SD scheduler config); returns (reconstruction, UNet calls)."""
     counted = CountingModelFn(model_fn)
-    inverse = ddim_scheduler(DDIMInverseScheduler, config)
+    inverse = scheduler_from_config(DDIMInverseScheduler, config)
     inverse.set_timesteps(num_inference_steps, device=latents.device)
     x = latents
     for t in inverse.timesteps:
         x = inverse.step(counted(x, t), t, x).prev_sample
-    forward = ddim_scheduler(DDIMScheduler, config)
+    forward = scheduler_from_config(DDIMScheduler, config)
     forward.set_timesteps(num_inference_steps, device=latents.device)
     for t in forward.timesteps:
         x = forward.step(counted(x, t), t, x).prev_sample

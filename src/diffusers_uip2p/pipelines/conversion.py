@@ -17,6 +17,8 @@ from diffusers import (
     UNet2DConditionModel,
 )
 
+from ..schedulers import scheduler_from_config
+
 
 def convert_unet_to_instruct_pix2pix(unet: UNet2DConditionModel, image_channels: int | None = None
                                      ) -> UNet2DConditionModel:
@@ -81,7 +83,7 @@ def convert_pipeline_folder(src: str | os.PathLike, dst: str | os.PathLike,
     source = StableDiffusionPipeline.from_pretrained(src, **load_kwargs)
     scheduler = source.scheduler
     if euler_ancestral:
-        scheduler = EulerAncestralDiscreteScheduler.from_config(scheduler.config)
+        scheduler = scheduler_from_config(EulerAncestralDiscreteScheduler, scheduler.config)
     pipe = pipeline_class(
         vae=source.vae, text_encoder=source.text_encoder, tokenizer=source.tokenizer,
         unet=convert_unet_to_instruct_pix2pix(source.unet), scheduler=scheduler,

@@ -36,6 +36,7 @@ from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from ..distributed import cpu_process_group_needed
 from ..pipelines import UIP2PPipeline, convert_unet_to_instruct_pix2pix
+from ..schedulers import scheduler_from_config
 from ..shapes.training_utils import machine
 from .batches import BadRecords, GeneratorState, RunClock, training_batches
 from .data import open_edit_dataset
@@ -45,12 +46,24 @@ from .hub import check_hub_push, push_folder
 from .losses import CLIPEmbedder, ERCLossWeights
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+SHAPES_DEFAULTS = ("Run as `diffusers-uip2p train`, the options default to the Shapes world: without "
+                   "--pretrained_model_name_or_path the shipped Shapes pipeline, its CLIP and --resolution 64; without "
+                   "--train_data 2000 exported Shapes training records; health checks on Shapes validation edits.")
+
+
+def parse_args(argv=None, prog: str | None = None, shapes_defaults: bool = False) -> argparse.Namespace:
+    """``shapes_defaults``: the command line fills the model and data in (`diffusers_uip2p.cli`), so the help
+    says so instead of marking them required."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                     epilog=SHAPES_DEFAULTS if shapes_defaults else None)
     add = parser.add_argument
-    add("--pretrained_model_name_or_path", required=True, help="IP2P/UIP2P or text-to-image pipeline (folder or Hub id)")
+    add("--pretrained_model_name_or_path", required=not shapes_defaults,
+        help="IP2P/UIP2P or text-to-image pipeline (folder or Hub id)" + (
+            "; default: the shipped Shapes pipeline" if shapes_defaults else ""))
     add("--mode", choices=("erc", "supervised"), default="erc", help="erc: UIP2P; supervised: InstructPix2Pix")
-    add("--train_data", required=True, help="records: JSONL/folder, a saved or Hub 🤗 dataset, or .tar shards")
+    add("--train_data", required=not shapes_defaults,
+        help="records: JSONL/folder, a saved or Hub 🤗 dataset, or .tar shards" + (
+            "; default: exported Shapes training records" if shapes_defaults else ""))
     add("--column", action="append", default=[], metavar="FIELD=NAME",
         help="dataset column holding a record field, e.g. --column edit_instruction=edit_prompt")
     add("--on_bad_record", choices=("skip", "error"), default="skip", help="what to do with an unusable record")
@@ -228,7 +241,8 @@ def prune_checkpoints(output_dir: str, keep: int | None) -> None:
 
 
 def edit_pipeline(unet, models: EditModels, base: str) -> UIP2PPipeline:
-    scheduler = EulerAncestralDiscreteScheduler.from_pretrained(base, subfolder="scheduler")
+    scheduler = scheduler_from_config(EulerAncestralDiscreteScheduler,
+                                      EulerAncestralDiscreteScheduler.load_config(base, subfolder="scheduler"))
     return UIP2PPipeline(vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=unet,
                          scheduler=scheduler, safety_checker=None, feature_extractor=None,
                          requires_safety_checker=False)
@@ -357,8 +371,8 @@ def check_resolution(resolution: int, vae, unet_config: dict) -> None:
                          f"downsampling together); use {max(factor, resolution // factor * factor)}.")
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def main(argv=None, prog: str | None = None, shapes_defaults: bool = False):
+    args = parse_args(argv, prog, shapes_defaults)
     token = check_hub_push(args.hub_token) if args.push_to_hub else None
     check_output_dir(args.output_dir)
     accelerator = Accelerator(cpu=cpu_process_group_needed(), gradient_accumulation_steps=args.gradient_accumulation_steps,
