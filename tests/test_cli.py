@@ -213,3 +213,18 @@ def test_help_and_argument_errors_import_no_torch(argv):
             "assert not {'torch', 'diffusers', 'transformers'} & set(sys.modules), sorted(sys.modules)")
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("typed, read", [("Make the Yellow circle BLUE!", "make the yellow circle blue"),
+                                         ("move the circle upwards", "move the yellow circle up"),
+                                         ("make the triangle black.", "make the red triangle black")])
+def test_a_sample_instruction_is_read_in_the_templates_words_before_any_model(typed, read):
+    import argparse
+
+    from diffusers_uip2p.cli import commands
+    from diffusers_uip2p.cli.images import open_image
+
+    args = argparse.Namespace(model=None)
+    path = open_image("three-objects")[1]
+    commands._vocabulary_check(args, instruction=typed, forgiving=True)
+    assert commands._judgeable(args, path, instruction=typed) == {"instruction": read}

@@ -112,3 +112,49 @@ def test_vocabulary_is_exactly_the_words_the_world_writes():
     assert check_vocabulary("Tilt the red square, nothing else", "instruction") == "Tilt the red square, nothing else"
     with pytest.raises(ValueError, match="instruction has words the Shapes world does not know: cyan, rhombus"):
         check_vocabulary("turn the cyan circle into a rhombus", "instruction")
+
+
+SCENE_TEXT = ("a large red triangle at the top left, a small blue circle in the center and a large red square at the "
+              "bottom right on a white background")
+
+
+@pytest.mark.parametrize("typed, canonical", [
+    ("Make the blue circle RED!", "make the blue circle red"),
+    ("make the circle red.", "make the blue circle red"),                # shape alone, one circle
+    ("make the blue one green", "make the blue circle green"),           # colour alone, one blue object
+    ("move the circle left", "move the blue circle to the left"),        # direction synonyms
+    ("Move the blue circle upwards", "move the blue circle up"),
+    ("turn the triangle upside down", "turn the red triangle upside down"),
+    ("Tilt the triangle!", "tilt the red triangle"),
+    ("remove the square", "remove the red square"),
+    ("replace the square with a red hexagon", "replace the red square with a red hexagon"),
+])
+def test_the_parser_forgives_case_punctuation_and_short_names(typed, canonical):
+    from diffusers_uip2p.shapes.language import apply_instruction, canonical_instruction, parse_caption
+
+    scene = parse_caption(SCENE_TEXT)
+    assert canonical_instruction(scene, typed) == canonical
+    assert apply_instruction(scene, typed) == apply_instruction(scene, canonical)
+
+
+def test_an_ambiguous_name_lists_the_candidates_and_the_help_shows_examples():
+    from diffusers_uip2p.shapes.language import apply_instruction, parse_caption
+
+    scene = parse_caption(SCENE_TEXT)
+    with pytest.raises(ValueError, match="'the red one' names 2 objects in this scene; name one by colour and shape: "
+                                         "the red triangle, the red square"):
+        apply_instruction(scene, "make the red one blue")
+    with pytest.raises(ValueError, match="names no objects in this scene; .*the red triangle, the blue circle"):
+        apply_instruction(scene, "make the hexagon blue")
+    with pytest.raises(ValueError, match="phrasings it can follow, e.g.: turn the red triangle into a circle; "
+                                         "make the red triangle black; move the red triangle to the left"):
+        apply_instruction(scene, "frobnicate the circle")
+
+
+def test_canonical_phrasing_of_every_generated_edit_is_itself():
+    from diffusers_uip2p.shapes.dataset import split_edits
+    from diffusers_uip2p.shapes.language import apply_instruction, canonical_instruction
+
+    for edit in split_edits("test", 300):
+        assert canonical_instruction(edit.source, edit.instruction) == edit.instruction
+        assert apply_instruction(edit.source, edit.instruction) == edit.target

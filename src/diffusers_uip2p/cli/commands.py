@@ -18,36 +18,44 @@ from .images import fit_to_model, open_image, sample_caption, side_by_side
 SHIPPED = "shipped Shapes {}"
 
 
-def _vocabulary_check(args: argparse.Namespace, **texts: str | None) -> None:
+def _vocabulary_check(args: argparse.Namespace, forgiving: bool = False, **texts: str | None) -> None:
     """Every text must hold a word; the shipped Shapes models know only the Shapes world's words: say so
-    before running them."""
+    before running them. ``forgiving``: the instruction is rewritten in the templates' words first
+    (`_judgeable`), so the synonyms it rewrites away pass."""
     for argument, text in texts.items():
         if text is not None and not re.search(r"\w", text):
             raise ValueError(f"{argument} {text!r} has no word in it; say what the edit should do.")
     if args.model is None or args.model.startswith("shapes:"):
-        from ..shapes.language import check_vocabulary
+        from ..shapes.language import FORGIVEN_WORDS, check_vocabulary
 
         for argument, text in texts.items():
             if text is not None:
-                check_vocabulary(text, argument)
+                check_vocabulary(text, argument, FORGIVEN_WORDS if forgiving and argument == "instruction" else
+                                 frozenset())
 
 
-def _judgeable(args: argparse.Namespace, path: Path, **instructions: str | None) -> None:
-    """On a shipped sample with a Shapes model, an instruction the evaluator cannot read on that scene would
-    run the model for nothing and come back unjudged: refuse it first, with the reason."""
+def _judgeable(args: argparse.Namespace, path: Path, **instructions: str | None) -> dict[str, str | None]:
+    """On a shipped sample with a Shapes model: an instruction the evaluator cannot read on that scene would
+    run the model for nothing and come back unjudged, so it is refused first, with the reason; one it can
+    read comes back in the templates' phrasing (the one the Shapes editors learned), e.g. "Make the circle
+    BLUE!" → "make the red circle blue". Otherwise the instructions come back as given."""
     caption = sample_caption(path)
     if caption is None or not (args.model is None or args.model.startswith("shapes:")):
-        return
-    from ..shapes.language import apply_instruction, parse_caption
+        return instructions
+    from ..shapes.language import canonical_instruction, parse_caption
 
+    read = {}
     for argument, instruction in instructions.items():
-        if instruction is None:
+        if instruction is None or not re.search(r"\w", instruction):  # nothing to read: _vocabulary_check says so
+            read[argument] = instruction
             continue
+        scene = parse_caption(caption)
         try:
-            apply_instruction(parse_caption(caption), instruction)
+            read[argument] = canonical_instruction(scene, instruction) if argument == "instruction" else instruction
         except ValueError as error:
             raise ValueError(f"{argument} {instruction!r} is not an edit the Shapes evaluator can read on "
                              f"{path.stem} ({caption!r}): {error}") from error
+    return read
 
 
 def _source_caption(path: Path, given: str | None, argument: str) -> str:
@@ -113,9 +121,10 @@ def edit(args: argparse.Namespace) -> dict:
 
     if args.candidates != 1 and args.reverse is None:
         raise ValueError(f"--candidates {args.candidates} ranks edits by reversibility: give --reverse too.")
-    _vocabulary_check(args, instruction=args.instruction, **{"--reverse": args.reverse})
     image, path = open_image(args.image)
-    _judgeable(args, path, instruction=args.instruction)
+    _vocabulary_check(args, instruction=args.instruction, **{"--reverse": args.reverse},
+                      forgiving=sample_caption(path) is not None)
+    instruction = _judgeable(args, path, instruction=args.instruction)["instruction"]
     if args.model is None:
         from ..shapes.pretrained import load_shapes_editor
 
@@ -126,12 +135,14 @@ def edit(args: argparse.Namespace) -> dict:
     pipe.set_progress_bar_config(desc="edit", leave=False)
     image = fit_to_model(image, pipe, args.size)
     checked = args.reverse is not None
-    out = pipe(args.instruction, image=image, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
+    out = pipe(instruction, image=image, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
                image_guidance_scale=args.image_guidance_scale,
                **({"reverse_instruction": args.reverse, "num_candidates": args.candidates, "seed": args.seed}
                   if checked else {"generator": torch.Generator().manual_seed(args.seed)}))
     edited = out.images[0]
-    report = {"command": "edit", "image": str(path), "instruction": args.instruction, "reverse": args.reverse,
+    report = {"command": "edit", "image": str(path), "instruction": instruction,
+              **({"instruction_given": args.instruction} if instruction != args.instruction else {}),
+              "reverse": args.reverse,
               "model": args.model or SHIPPED.format("UIP2P (ERC-trained)"), "size": list(image.size),
               "num_inference_steps": args.steps, "guidance_scale": args.guidance_scale,
               "image_guidance_scale": args.image_guidance_scale, "seed": args.seed}
@@ -140,7 +151,7 @@ def edit(args: argparse.Namespace) -> dict:
         report |= {"candidates": args.candidates, "chosen_seed": out.seeds[0],
                    "reversibility": out.reversibility[:args.candidates], "seeds": out.seeds[:args.candidates]}
         pictures.append(out.reconstructions[0])
-    report["shapes_evaluator"] = _shapes_verdict(path, edited, instruction=args.instruction)
+    report["shapes_evaluator"] = _shapes_verdict(path, edited, instruction=instruction)
     return _write(args.output, "edit", edited, side_by_side(pictures, args.scale), report)
 
 

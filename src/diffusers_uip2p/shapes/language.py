@@ -68,17 +68,25 @@ def parse_caption(caption: str) -> Scene:
 
 # --- instructions --------------------------------------------------------------------------------------
 
+# Directions as the templates write them, and the synonyms a person types ("move the circle left").
+DIRECTION_WORDS = {**{phrase: d for d, phrase in DIRECTION_PHRASE.items()},
+                   "left": "left", "right": "right", "upwards": "up", "downwards": "down"}
+# An object: "red circle", or when only one object fits, "circle", "red", "red one", "red shape".
+_NAME = r"\w+(?: \w+)?"
 _SLOTS = {
-    "name": r"(?P<name>\w+ \w+)",
+    "name": rf"(?P<name>{_NAME})",
     "shape": r"(?P<shape>\w+)",
     "colour": r"(?P<colour>\w+)",
     "size": r"(?P<size>\w+)",
-    "direction": "(?P<direction>" + "|".join(DIRECTION_PHRASE.values()) + ")",
+    "direction": "(?P<direction>" + "|".join(sorted(DIRECTION_WORDS, key=len, reverse=True)) + ")",
     "background": r"(?P<background>\w+)",
     "object": r"(?P<object>.+)",
     "style": "(?P<style>" + "|".join(map(re.escape, STYLE_TARGET.values())) + ")",
-    "turn": r"(?P<turn>(?:turn the \w+ \w+ upside down|tilt the \w+ \w+|straighten the \w+ \w+))",
+    "turn": rf"(?P<turn>(?:turn the {_NAME} upside down|tilt the {_NAME}|straighten the {_NAME}))",
 }
+ONE_WORDS = ("one", "shape", "object")  # "the red one"
+# Words `canonical_instruction` accepts and rewrites away: they never reach a model.
+FORGIVEN_WORDS = frozenset({*ONE_WORDS, *(w for phrase in DIRECTION_WORDS for w in phrase.split())})
 
 
 def _template_regex(template: str) -> re.Pattern:
@@ -88,34 +96,89 @@ def _template_regex(template: str) -> re.Pattern:
     return re.compile(regex + "$")
 
 
-_INSTRUCTIONS = [(kind, _template_regex(t)) for kind, templates in TEMPLATES.items() for t in templates]
+_INSTRUCTIONS = [(kind, template, _template_regex(template)) for kind, templates in TEMPLATES.items()
+                 for template in templates]
 
 
 def _name(scene: Scene, name: str) -> ShapeObject:
-    colour, shape = name.split(" ")
-    check_word("colour", colour, COLOURS)
-    check_word("shape", shape, SHAPES)
-    return scene.find(name)
+    """The object ``name`` refers to: "red circle", or one word (a shape or a colour, optionally followed by
+    "one"/"shape"/"object") when exactly one object fits; an ambiguous one is refused with the candidates."""
+    words = name.split(" ")
+    if len(words) == 2 and words[1] not in ONE_WORDS:
+        check_word("colour", words[0], COLOURS)
+        check_word("shape", words[1], SHAPES)
+        return scene.find(name)
+    word = words[0]
+    if word in SHAPES:
+        fits = [o for o in scene.objects if o.shape == word]
+    else:
+        fits = [o for o in scene.objects if o.colour == check_word("colour or shape", word, {*COLOURS, *SHAPES})]
+    if len(fits) != 1:
+        present = ", ".join(f"the {o.name}" for o in scene.objects)
+        raise ValueError(f"'the {name}' names {len(fits) or 'no'} object{'s' if len(fits) != 1 else ''} in this "
+                         f"scene; name one by colour and shape: {', '.join(f'the {o.name}' for o in fits) or present}.")
+    return fits[0]
 
 
-def apply_instruction(scene: Scene, instruction: str) -> Scene:
-    """The scene that results from following ``instruction`` (any phrasing the edit templates produce).
+def _normalise(instruction: str) -> str:
+    """Case, surrounding space and punctuation other than the templates' one comma do not matter."""
+    text = re.sub(r"[.!?;:\"']+", " ", instruction.lower())
+    return re.sub(r"\s+", " ", text).strip().replace(" ,", ",")
 
-    Phrasings overlap ("make the red circle large|blue"), so every matching template is tried and the
-    first whose words make sense wins; otherwise the first error (e.g. an unknown colour) is raised."""
-    text = instruction.strip().lower()
+
+def _match(scene: Scene, instruction: str):
+    """(kind, template, words, result) of the first template whose words make sense on ``scene``."""
+    text = _normalise(instruction)
     errors = []
-    for kind, regex in _INSTRUCTIONS:
+    for kind, template, regex in _INSTRUCTIONS:
         match = regex.match(text)
         if match:
             try:
-                return _apply(scene, kind, match.groupdict())
+                return kind, template, match.groupdict(), _apply(scene, kind, match.groupdict())
             except ValueError as error:
                 errors.append(error)
     if errors:
         raise errors[0]
-    raise ValueError(f"Cannot follow {instruction!r}; known phrasings: "
-                     + "; ".join(t for ts in TEMPLATES.values() for t in ts) + ".")
+    raise ValueError(f"Cannot follow {instruction!r}; phrasings it can follow, e.g.: {'; '.join(examples(scene))}.")
+
+
+def apply_instruction(scene: Scene, instruction: str) -> Scene:
+    """The scene that results from following ``instruction``: any phrasing the edit templates produce, in
+    any case and punctuation, with an object named by colour and shape, or by one of them where that is
+    unambiguous, and "left"/"right"/"upwards"/"downwards" for the templates' directions.
+
+    Phrasings overlap ("make the red circle large|blue"), so every matching template is tried and the
+    first whose words make sense wins; otherwise the first error (e.g. an unknown colour) is raised."""
+    return _match(scene, instruction)[3]
+
+
+def canonical_instruction(scene: Scene, instruction: str) -> str:
+    """``instruction`` written the way the edit templates write it (the phrasing the Shapes editors were
+    trained on): "Make the circle BLUE!" → "make the red circle blue" on a scene with one circle."""
+    kind, template, words, _ = _match(scene, instruction)
+    filled = dict(words)
+    if words.get("name"):
+        filled["name"] = _name(scene, words["name"]).name
+    if words.get("direction"):
+        filled["direction"] = DIRECTION_PHRASE[DIRECTION_WORDS[words["direction"]]]
+    if words.get("turn"):
+        verb, rest = words["turn"].split(" ", 1)
+        name = re.match(rf"the ({_NAME}?)(?: upside down)?$", rest)[1]
+        filled["turn"] = words["turn"].replace(f"the {name}", f"the {_name(scene, name).name}", 1)
+    text = template.format(**{key: value for key, value in filled.items() if value is not None})
+    return re.sub(r"\ba (?=[aeiou])", "an ", text)  # the templates' "a" reads "an" before a vowel
+
+
+def examples(scene: Scene) -> list[str]:
+    """One concrete instruction per edit kind on ``scene`` (the phrasing help shows these, not templates)."""
+    obj = scene.objects[0] if scene.objects else None
+    name = obj.name if obj else "red circle"
+    values = {"name": name, "shape": next(s for s in sorted(SHAPES) if not obj or s != obj.shape),
+              "colour": next(c for c in sorted(COLOURS) if not obj or c != obj.colour),
+              "size": "large" if obj and obj.size == "small" else "small", "direction": "to the left",
+              "background": sorted(BACKGROUNDS)[0], "object": "small blue square at the top left",
+              "style": next(iter(STYLE_TARGET.values())), "turn": f"tilt the {name}"}
+    return [templates[0].format(**values) for templates in TEMPLATES.values()]
 
 
 _VOCABULARY = {"colour": ("colour", COLOURS), "shape": ("shape", SHAPES), "size": ("size", SIZES)}
@@ -127,7 +190,7 @@ def _apply(scene: Scene, kind: str, words: dict) -> Scene:
             check_word(kind_name, words[key], vocabulary)
     if kind == "rotate":
         turn = words["turn"]
-        obj = _name(scene, re.search(r"the (\w+ \w+)", turn)[1])
+        obj = _name(scene, re.match(rf"\w+ the ({_NAME}?)(?: upside down)?$", turn)[1])
         wants_turned = {"tilt": True, "straighten": False}.get(turn.split()[0], not obj.turned)
         if wants_turned == obj.turned:
             raise ValueError(f"The {obj.name} is already {'turned' if obj.turned else 'upright'}.")
@@ -150,7 +213,7 @@ def _apply(scene: Scene, kind: str, words: dict) -> Scene:
     if kind == "colour_change":
         return scene.with_object(obj, replace(obj, colour=check_word("colour", words["colour"], COLOURS)))
     if kind == "move":
-        direction = {v: k for k, v in DIRECTION_PHRASE.items()}[words["direction"]]
+        direction = DIRECTION_WORDS[words["direction"]]
         dr, dc = DIRECTIONS[direction]
         return scene.with_object(obj, replace(obj, row=obj.row + dr, column=obj.column + dc))
     if kind == "resize":
@@ -172,10 +235,11 @@ def vocabulary() -> frozenset[str]:
     return frozenset(word for text in texts for word in _WORDS.findall(text.lower()) )
 
 
-def check_vocabulary(text: str, argument: str) -> str:
-    """``text`` unchanged if every word is one the Shapes world knows; otherwise a ValueError that names
-    ``argument``, the unknown words and the vocabulary (the shipped Shapes models know no other word)."""
-    unknown = sorted({word for word in _WORDS.findall(text.lower()) if word not in vocabulary()})
+def check_vocabulary(text: str, argument: str, allowed: frozenset[str] = frozenset()) -> str:
+    """``text`` unchanged if every word is one the Shapes world knows (or is in ``allowed``); otherwise a
+    ValueError that names ``argument``, the unknown words and the vocabulary (the shipped Shapes models know
+    no other word)."""
+    unknown = sorted({word for word in _WORDS.findall(text.lower()) if word not in vocabulary() | allowed})
     if unknown:
         groups = {"colours": COLOURS, "background colours": BACKGROUNDS, "shapes": SHAPES, "sizes": SIZES,
                   "patterns": PATTERNS}
