@@ -12,6 +12,7 @@ import torch
 
 from .. import strict_json
 from ..evaluation import ddim_round_trip, ddim_steps_for_same_budget, psnr, relative_error
+from ..pipelines.progress import progress_label
 from ..shapes.pretrained import resolve_model, shared_components
 from .images import fit_to_model, open_image, sample_caption, side_by_side
 
@@ -186,7 +187,7 @@ def reconstruct(args: argparse.Namespace) -> dict:
     image, path = open_image(args.image)
     prompt = _source_caption(path, args.prompt, "--prompt")
     pipe = _auto_edit_pipeline(args.model)
-    pipe.set_progress_bar_config(desc="DSI", leave=False)
+    pipe.set_progress_bar_config(desc="reconstruct", leave=False)
     image = fit_to_model(image, pipe, args.size)
 
     unet_calls = []
@@ -197,9 +198,9 @@ def reconstruct(args: argparse.Namespace) -> dict:
     hook.remove()
 
     model_fn = pipe.guided_model_fn(prompt, args.guidance_scale)
-    with torch.no_grad():
+    with torch.no_grad(), progress_label(pipe, "DDIM baseline"):
         ddim_latents, ddim_calls = ddim_round_trip(pipe.scheduler.config, inversion.latents, model_fn,
-                                                   ddim_steps_for_same_budget(args.steps))
+                                                   ddim_steps_for_same_budget(args.steps), pipe.progress_bar)
         ddim_images = pipe.decode_latents_to_images(ddim_latents, "pt")
     original = pipe.image_processor.postprocess(pipe.preprocess_images(image), output_type="pt")
     ceiling = inversion.vae_reconstruction

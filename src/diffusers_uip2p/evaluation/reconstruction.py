@@ -42,18 +42,20 @@ def ddim_steps_for_same_budget(num_inference_steps: int) -> int:
     return 2 * num_inference_steps - 2
 
 
-def ddim_round_trip(config, latents: torch.Tensor, model_fn: ModelFn, num_inference_steps: int) -> tuple[torch.Tensor, int]:
+def ddim_round_trip(config, latents: torch.Tensor, model_fn: ModelFn, num_inference_steps: int,
+                    progress_bar=None) -> tuple[torch.Tensor, int]:
     """Invert with diffusers' `DDIMInverseScheduler` and sample back with `DDIMScheduler`, both built from
-    ``config`` (any SD scheduler config); returns (reconstruction, UNet calls)."""
+    ``config`` (any SD scheduler config); returns (reconstruction, UNet calls). ``progress_bar``: an optional
+    callable wrapping an iterable (a pipeline's ``progress_bar``), one bar per direction."""
     counted = CountingModelFn(model_fn)
     inverse = scheduler_from_config(DDIMInverseScheduler, config)
     inverse.set_timesteps(num_inference_steps, device=latents.device)
     x = latents
-    for t in inverse.timesteps:
+    for t in progress_bar(inverse.timesteps) if progress_bar else inverse.timesteps:
         x = inverse.step(counted(x, t), t, x).prev_sample
     forward = scheduler_from_config(DDIMScheduler, config)
     forward.set_timesteps(num_inference_steps, device=latents.device)
-    for t in forward.timesteps:
+    for t in progress_bar(forward.timesteps) if progress_bar else forward.timesteps:
         x = forward.step(counted(x, t), t, x).prev_sample
     return x, counted.calls
 

@@ -28,6 +28,7 @@ from ..schedulers import BRANCH_RULES, DualScheduleInversionScheduler, DualSched
 from .editing import DEFAULT_TARGET_RULE, EDIT_METHODS, P2P_SELF_REPLACE_MIN_LEVEL, EditPlan, plan_edit
 from .inversion import DualScheduleInversionMixin, as_prompt_list, repeat_state
 from .outputs import AutoEditPipelineOutput, DualScheduleInversionOutput
+from .progress import progress_label
 from .routing import EditRoute, caption_image, route_edit, task_method_table
 from .validation import check_guidance, check_steps
 
@@ -180,7 +181,8 @@ class AutoEditPipeline(
         scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
         latents = self.encode_images(pixels).to(self._execution_device, self.unet.dtype)
         model_fn = self.guided_model_fn(prompts, guidance_scale, negative_prompt, cross_attention_kwargs)
-        state = scheduler.invert(latents, model_fn, progress_bar=self.progress_bar)
+        with progress_label(self, "inversion"):
+            state = scheduler.invert(latents, model_fn, progress_bar=self.progress_bar)
         return DualScheduleInversionOutput(
             state=state, latents=latents, vae_reconstruction=self.decode_latents_to_images(latents, output_type),
             prompt=prompts, negative_prompt=negative_prompt, guidance_scale=guidance_scale,
@@ -270,7 +272,7 @@ class AutoEditPipeline(
         model_fn = self.guided_model_fn([prompts[0]] * len(prompts), guidance_scale, negative_prompt)
         latents = clean_latents.expand(len(prompts), -1, -1, -1).contiguous()
         control = attention_control(self.unet, plan.controller.passthrough()) if plan.controller else nullcontext()
-        with control:
+        with control, progress_label(self, "inversion"):
             return scheduler.invert(latents, model_fn, progress_bar=self.progress_bar)
 
     @torch.no_grad()
@@ -455,7 +457,7 @@ class AutoEditPipeline(
         num_steps = (len(timesteps) + 1) // 2  # one auxiliary and one primary evaluation per step
         control = attention_control(self.unet, controller) if controller is not None else nullcontext()
         sync_gaps = []
-        with control, self.progress_bar(total=len(timesteps)) as progress_bar:
+        with control, progress_label(self, "sampling"), self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if controller is not None:
                     controller.set_step(i // 2, num_steps)

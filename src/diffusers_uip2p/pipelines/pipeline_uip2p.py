@@ -22,6 +22,7 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPV
 
 from ..attention import AttentionController, AttentionStore, attention_control
 from ..checks import check_finite
+from .progress import progress_label
 from .validation import DEFAULT_MAX_PIXELS, check_generator, check_guidance, check_steps, to_unit_pixels
 
 _PARENT_CALL = inspect.signature(StableDiffusionInstructPix2PixPipeline.__call__)
@@ -256,19 +257,22 @@ class UIP2PPipeline(StableDiffusionInstructPix2PixPipeline):
 
         runs, seeds = self._candidate_runs(num_candidates, seed, call["generator"])
         results = []
-        for generator in runs:
+        for number, generator in enumerate(runs, 1):
             call["generator"] = generator
             result = {}
-            if return_attention_maps:
-                latents, maps = self._edit_with_maps(call, rows, [prompts[r // per_prompt] for r in range(rows)])
-                result["attention_maps"] = maps
-            else:
-                latents = StableDiffusionInstructPix2PixPipeline.__call__(self, **call).images
+            candidate = f"candidate {number}/{len(runs)} · " if len(runs) > 1 else ""
+            with progress_label(self, f"{candidate}forward" if reverse is not None or candidate else "edit"):
+                if return_attention_maps:
+                    latents, maps = self._edit_with_maps(call, rows, [prompts[r // per_prompt] for r in range(rows)])
+                    result["attention_maps"] = maps
+                else:
+                    latents = StableDiffusionInstructPix2PixPipeline.__call__(self, **call).images
             result["images"], pixels01, result["nsfw_content_detected"] = self._decode(latents, output_type)
             if reverse is not None:
                 reverse_call = {**{name: call[name] for name in _REVERSE_KEPT}, **(reverse_kwargs or {})}
                 reverse_call.update(generator=generator, output_type="latent", return_dict=True)
-                back = StableDiffusionInstructPix2PixPipeline.__call__(self, reverse, pixels01, **reverse_call).images
+                with progress_label(self, f"{candidate}reverse"):
+                    back = StableDiffusionInstructPix2PixPipeline.__call__(self, reverse, pixels01, **reverse_call).images
                 result["reconstructions"], back_pixels, _ = self._decode(back, output_type)
                 result["reversibility_latent"], result["reversibility_image"] = reversibility_scores(
                     input_pixels, back_pixels, input_latents, back / self.vae.config.scaling_factor)

@@ -342,11 +342,10 @@ class DualScheduleInversionScheduler(SchedulerMixin, ConfigMixin):
         steps = range(len(t) - 1)
         for k in progress_bar(steps) if progress_bar else steps:
             primary = self._ddim_move(primary, eps_aux, t[k], t[k + 1])  # Eq. 11
-            if k + 1 == len(tau):
-                break
-            eps_primary = self._epsilon(model_fn, primary, t[k + 1], latents)
-            aux = self._ddim_move(aux, eps_primary, tau[k], tau[k + 1])  # Eq. 12
-            eps_aux = self._epsilon(model_fn, aux, tau[k + 1], latents)
+            if k + 1 < len(tau):  # the last step moves the primary only (no `break`: the bar then completes)
+                eps_primary = self._epsilon(model_fn, primary, t[k + 1], latents)
+                aux = self._ddim_move(aux, eps_primary, tau[k], tau[k + 1])  # Eq. 12
+                eps_aux = self._epsilon(model_fn, aux, tau[k + 1], latents)
         if not (torch.isfinite(primary).all() and torch.isfinite(aux).all()):
             raise FloatingPointError("The inverted state is not finite: model_fn returned NaN or infinite values "
                                      "(check the weights, the dtype and the guidance).")
