@@ -24,6 +24,11 @@ README = ROOT / "README.md"
 
 # name: (command arguments, the grid it writes, where the README's picture lives)
 BLOCKS = {
+    # scripts/demo.sh: the library's main job, at the CLI's defaults.
+    "demo": (["edit", "three-objects", "make the red triangle blue", "--reverse", "make the blue triangle red",
+              "--candidates", "4"], "edit-grid.png", ROOT / "docs" / "images" / "edit-shapes.png"),
+    "reconstruct": (["reconstruct", "three-objects"], "reconstruction-grid.png",
+                    ROOT / "docs" / "images" / "reconstruction-shapes.png"),
     # The editing benchmark's settings (25 steps, guidance 5; benchmarks/shapes_editing.py).
     "auto-edit": (["auto-edit", "striped", "a large yellow square in the center and a large black hexagon on the "
                    "right on a striped gray background", "--steps", "25", "--guidance-scale", "5"],

@@ -190,6 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _rounded(value):
+    """Scores to 4 decimals for reading (the JSON report keeps every digit)."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    return value
+
+
 def summary(report: dict) -> str:
     """What a person reads after a run: the choices and scores, then the files written."""
     if report["command"] == "reconstruct":
@@ -201,7 +212,7 @@ def summary(report: dict) -> str:
                   ((n, report[n]) for n in ("dsi", "ddim"))]
         lines.append("grid: input | VAE round trip | DSI | DDIM")
     else:
-        lines = [f"{key}: {strict_json.dumps(value) if isinstance(value, (dict, list)) else value}"
+        lines = [f"{key}: {strict_json.dumps(_rounded(value)) if isinstance(value, (dict, list)) else value}"
                  for key, value in report.items() if value is not None and key not in ("command", "files")]
         if report["command"] == "edit":
             lines.append("grid: input | edit" + (" | reverse edit" if report.get("reverse") else ""))
