@@ -31,3 +31,18 @@ def test_readme_blocks_are_found_and_replaced():
     assert readme_outputs.with_block(readme, "x", "new") == "intro\n<!-- output: x -->\n```\nnew\n```\nafter\n"
     with pytest.raises(ValueError, match="no `<!-- output: y -->`"):
         readme_outputs.quoted(readme, "y")
+
+
+def offline_snippets(readme: str) -> list[str]:
+    """The README's Python blocks marked ``<!-- snippet: offline -->`` (those that need no Hub model)."""
+    import re
+
+    return re.findall(r"<!-- snippet: offline -->\n```python\n(.*?)\n```", readme, re.DOTALL)
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_readme_snippets_run_as_written(index, tmp_path, monkeypatch):
+    snippets = offline_snippets(readme_outputs.README.read_text())
+    assert len(snippets) == 4, "a snippet lost or gained its offline marker: update this test's count"
+    monkeypatch.chdir(tmp_path)  # snippets that write files write them here
+    exec(compile(snippets[index], f"README.md offline snippet {index}", "exec"), {"__name__": "readme_snippet"})
