@@ -162,7 +162,7 @@ def canonical_instruction(scene: Scene, instruction: str) -> str:
     if words.get("direction"):
         filled["direction"] = DIRECTION_PHRASE[DIRECTION_WORDS[words["direction"]]]
     if words.get("turn"):
-        verb, rest = words["turn"].split(" ", 1)
+        rest = words["turn"].split(" ", 1)[1]  # after the verb
         name = re.match(rf"the ({_NAME}?)(?: upside down)?$", rest)[1]
         filled["turn"] = words["turn"].replace(f"the {name}", f"the {_name(scene, name).name}", 1)
     text = template.format(**{key: value for key, value in filled.items() if value is not None})
