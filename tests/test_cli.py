@@ -228,3 +228,10 @@ def test_a_sample_instruction_is_read_in_the_templates_words_before_any_model(ty
     path = open_image("three-objects")[1]
     commands._vocabulary_check(args, instruction=typed, forgiving=True)
     assert commands._judgeable(args, path, instruction=typed) == {"instruction": read}
+
+
+def test_the_help_lists_every_shipped_model():
+    from diffusers_uip2p.cli import SHIPPED_MODELS
+    from diffusers_uip2p.shapes.pretrained import MODEL_NAMES
+
+    assert sorted(SHIPPED_MODELS) == sorted(MODEL_NAMES)
