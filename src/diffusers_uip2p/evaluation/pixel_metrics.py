@@ -13,7 +13,8 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from ..checks import check_finite, check_number
 
 
-def _same_shape(pred: torch.Tensor, target: torch.Tensor) -> None:
+def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    """Same shape and finite: the two images every pixel metric compares."""
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
     check_finite(pred, "pred")  # a NaN image would otherwise score NaN, and a summary of NaN says nothing
@@ -21,7 +22,7 @@ def _same_shape(pred: torch.Tensor, target: torch.Tensor) -> None:
 
 
 def _diff(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    _same_shape(pred, target)
+    _check_pair(pred, target)
     return (pred.double() - target.double()).flatten(1)
 
 
@@ -52,6 +53,6 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> t
 def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """SSIM per image with torchmetrics' conventions (PIE-Bench's ``StructuralSimilarityIndexMeasure``):
     11×11 Gaussian window, σ = 1.5, K1 = 0.01, K2 = 0.03, mean over channels and valid pixels."""
-    _same_shape(pred, target)
+    _check_pair(pred, target)
     return structural_similarity_index_measure(pred.float(), target.float(), data_range=data_range,
                                                reduction="none").double()
