@@ -20,6 +20,8 @@ The Markdown goes into ``benchmarks/RESULTS.md`` and the README between ``<!-- s
 
     .venv/bin/python benchmarks/shapes_tables.py --threads 1 \\
         --ablation "L_CLIP + L_recon=work/ablation-clip-recon" "+ L_sim=work/ablation-clip-recon-sim"
+
+``--from-runs`` redraws the ``uip2p`` section (text and pictures) from the tracked runs without a model.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from diffusers_uip2p.evaluation.elo import elo_confidence, leaderboard_markdown,
 from diffusers_uip2p.evaluation.metrics import Metrics
 from diffusers_uip2p.evaluation.runners import finished_records
 from diffusers_uip2p.shapes import CATEGORIES, render
+from diffusers_uip2p.shapes.dataset import split_edits
 from diffusers_uip2p.shapes.pretrained import load_shapes_clip, load_shapes_pipeline, shapes_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +162,8 @@ def figure(folders: dict[str, Path], edits, keys: list[str], path: Path, scale: 
     grid.save(path)
 
 
-def uip2p_section(args) -> str:
+def measure_editors(args) -> tuple[dict[str, dict], dict[str, Path]]:
+    """Run (or resume) every editor on the test edits; label → result and label → run folder."""
     clip, tokenizer, image_processor = load_shapes_clip()
     from transformers import CLIPProcessor
 
@@ -175,22 +179,49 @@ def uip2p_section(args) -> str:
             runs[label] = Path(args.runs) / "uip2p" / _slug(label)
             results[label] = run_shapes(editor, runs[label], num_edits=args.num_edits, metrics=metrics,
                                         save_images=True, command=args.command)
+    return results, runs
+
+
+def tracked_editor_runs(args) -> tuple[dict[str, dict], dict[str, Path]]:
+    """The finished runs under ``--runs``, in table order (shipped editors, then ablations by name): the
+    ablation models are training outputs that are not shipped, so the docs are redrawn from their records."""
+    found = {}
+    for path in sorted((Path(args.runs) / "uip2p").glob("*/results.json")):
+        result = json.loads(path.read_text())
+        found[result["editor"]["model"]] = (result, path.parent)
+    if not found:
+        raise SystemExit(f"no finished runs under {Path(args.runs) / 'uip2p'}: measure them first (without --from-runs)")
+    order = [label for label in SHIPPED_EDITORS if label in found] + sorted(set(found) - set(SHIPPED_EDITORS))
+    return {label: found[label][0] for label in order}, {label: found[label][1] for label in order}
+
+
+def uip2p_section(args) -> str:
+    results, runs = tracked_editor_runs(args) if args.from_runs else measure_editors(args)
+    num_edits = {result["items"] for result in results.values()}
+    if len(num_edits) != 1:
+        raise ValueError(f"the runs judged different numbers of test edits: {sorted(num_edits)}")
+    num_edits = num_edits.pop()
+    steps = {result["editor"]["num_inference_steps"] for result in results.values()}.pop()
     rows = {label: _rows(folder) for label, folder in runs.items()}
     keys = sorted(next(iter(rows.values())))
     votes = [(a, b, judged_winner(rows[a][key], rows[b][key])) for key in keys
              for a, b in itertools.combinations(rows, 2)]
     elo = elo_confidence(votes)
     plot_elo(elo, Path(args.pictures) / "shapes-elo.png", title="Shapes world: Elo from evaluator-judged pairs")
-    benchmark = ShapesBenchmark("test", args.num_edits)
-    figure(runs, benchmark.edits, benchmark.keys, Path(args.pictures) / "shapes-uip2p.png")
+    figure(runs, split_edits("test", num_edits), ShapesBenchmark("test", num_edits).keys,
+           Path(args.pictures) / "shapes-uip2p.png")
     seconds = {label: result["seconds_per_item"] for label, result in results.items()}
-    return (f"### UIP2P Table 3 and the loss ablation ({args.num_edits} test edits, {args.edit_steps} steps, "
+    measured = {result["command"] for result in results.values()}
+    provenance = ("" if not args.from_runs else
+                  "Measured by " + ", ".join(f"`{command}`" for command in sorted(measured))
+                  + "; the text and pictures are redrawn from the tracked runs.\n\n")
+    return (f"### UIP2P Table 3 and the loss ablation ({num_edits} test edits, {steps} steps, "
             f"text guidance 7.5, image guidance 1.5, seed 0)\n\n{uip2p_table(results)}\n\n"
             f"Seconds per edit (CPU, including scoring): "
             + ", ".join(f"{label} {s:.2f}" for label, s in seconds.items())
             + "\n\n![one test edit per category](../docs/images/shapes-uip2p.png)\n\n"
             f"### Elo from evaluator-judged pairs ({len(votes)} comparisons)\n\n{leaderboard_markdown(elo)}\n\n"
-            "![Elo](../docs/images/shapes-elo.png)")
+            f"![Elo](../docs/images/shapes-elo.png)\n\n{provenance}").rstrip("\n")
 
 
 def replace_between_markers(path: Path, text: str) -> None:
@@ -215,6 +246,9 @@ def main(argv=None) -> str:
                         help="ablation models (UIP2P folders) to add to the UIP2P table and the Elo")
     parser.add_argument("--runs", default=str(ROOT / "benchmarks" / "results" / "shapes-tables"))
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--from-runs", action="store_true",
+                        help="uip2p: redraw the table, Elo and figure from the finished runs under --runs, "
+                             "running no model (the ablation models are not shipped)")
     parser.add_argument("--no-write", action="store_true",
                         help="print the Markdown only (pictures go to --runs instead of docs/images)")
     args = parser.parse_args(argv)

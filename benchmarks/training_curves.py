@@ -53,6 +53,7 @@ def main(argv=None) -> None:
     parser.add_argument("--window", type=int, default=25)
     parser.add_argument("--from-results", action="store_true", help="redraw from the tracked copies only")
     parser.add_argument("--editor-health", default=str(ROOT / "benchmarks" / "results" / "editor-health.json"))
+    parser.add_argument("--pictures", default=str(ROOT / "docs" / "images"), help="folder of the health-*.png pictures")
     args = parser.parse_args(argv)
     CURVES.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
@@ -77,7 +78,7 @@ def main(argv=None) -> None:
         colours.update({f"shipped {reference[7:]}": (90, 90, 90), f"bar {BAR:g}x": (0, 150, 0)})
         first, last = (f(f(steps) for steps, _ in curves.values()) for f in (min, max))
         log_line_chart(curves, colours, f"held-out eps-MSE / base model's, on {what}",
-                       f"training step ({first} to {last})", ROOT / "docs" / "images" / f"health-{family}.png",
+                       f"training step ({first} to {last})", Path(args.pictures) / f"health-{family}.png",
                        levels=levels)
         for label, (steps, values) in curves.items():
             last = [r["health"] for r in chosen[label] if "health" in r][-1]
