@@ -53,7 +53,7 @@ def run_block(name: str, folder: Path) -> tuple[str, Path]:
 
 
 def _pattern(name: str) -> re.Pattern:
-    return re.compile(rf"(<!-- output: {re.escape(name)} -->\n```[^\n]*\n)(.*?)(\n```)", re.DOTALL)
+    return re.compile(rf"(<!-- output: {re.escape(name)} -->\n```[^\n]*\n)(.*?)(\n```)(?=\n|$)", re.DOTALL)
 
 
 def quoted(readme: str, name: str) -> str:

@@ -8,7 +8,10 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 stamp=".venv/.installed-$(cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   echo "Setting up .venv (first run only) ..."
-  .venv/bin/python -m pip install -q --disable-pip-version-check "$TORCH_SPEC"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  # pip's notes that a configured local index folder is absent say nothing about this project: dropped.
+  quiet_pip() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2> >(
+    grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory.$" >&2); }
+  quiet_pip "$TORCH_SPEC"
+  quiet_pip -e ".[test]"
   touch "$stamp"
 fi

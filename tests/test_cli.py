@@ -73,7 +73,10 @@ def test_auto_edit_on_a_sample_prints_the_choice(tmp_path, capsys):
     shipped = json.loads((shapes_model_path("pipeline") / "model_index.json").read_text())["task_methods"]
     assert report["edit_task"] == "object_replacement" and report["edit_method"] == shipped["object_replacement"]
     assert report["source_prompt"].startswith("a large yellow hexagon")  # the sample's own caption
-    assert PIL.Image.open(tmp_path / "auto-edit-grid.png").size == (2 * 64, 64)
+    assert PIL.Image.open(tmp_path / "auto-edit-grid.png").size == (3 * 64, 64)  # input | reconstruction | edit
+    assert report["reconstruction_latent_relative_error"] == 0.0  # the source branch is exact
+    assert set(report["task_probabilities"]) == {"object_replacement", "object_adding", "action_editing",
+                                                 "scene_editing", "style_editing"}
     assert report["edit_parameters"]["target_rule"] == DEFAULT_TARGET_RULE
     out = capsys.readouterr().out
     assert f"edit_method: {shipped['object_replacement']}" in out and "edit_task: object_replacement" in out
@@ -235,3 +238,11 @@ def test_the_help_lists_every_shipped_model():
     from diffusers_uip2p.shapes.pretrained import MODEL_NAMES
 
     assert sorted(SHIPPED_MODELS) == sorted(MODEL_NAMES)
+
+
+def test_edit_saves_the_instructions_attention_maps_when_asked(tmp_path):
+    assert main(["edit", "three-objects", "make the red triangle blue", "--steps", "2", "--attention",
+                 "--output", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "edit.json").read_text())
+    assert str(tmp_path / "edit-attention.png") in report["files"]
+    assert PIL.Image.open(tmp_path / "edit-attention.png").width == 5 * 96  # one cell per word of the instruction

@@ -33,6 +33,17 @@ def test_readme_blocks_are_found_and_replaced():
         readme_outputs.quoted(readme, "y")
 
 
+def test_readme_code_blocks_are_closed():
+    """A fence inside a block closes it and carries no language: "```python" there means a block was left
+    open (the auto-edit output once ran into the Python example below it)."""
+    inside = False
+    for number, line in enumerate((ROOT / "README.md").read_text().splitlines(), start=1):
+        if line.startswith("```"):
+            assert not (inside and line.strip() != "```"), f"README.md:{number}: {line!r} inside an open code block"
+            inside = not inside
+    assert not inside, "README.md ends inside a code block"
+
+
 def offline_snippets(readme: str) -> list[str]:
     """The README's Python blocks marked ``<!-- snippet: offline -->`` (those that need no Hub model)."""
     import re

@@ -10,6 +10,7 @@ and IMAGE may name a shipped sample scene (three-objects, tilted-square, striped
     diffusers-uip2p train --output_dir runs/uip2p              # ERC on exported Shapes records
     diffusers-uip2p evaluate shapes --output runs/eval          # see `diffusers-uip2p evaluate --help`
     diffusers-uip2p convert --model my-sd15 --output my-ip2p
+    diffusers-uip2p app                                         # the same in a web page, on 127.0.0.1:7860
 
 Each of edit, auto-edit and reconstruct writes its image, a before/after grid and a JSON report to --output
 and prints what it chose. Bad input (a missing, unreadable or huge image, words the Shapes models do not
@@ -79,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how closely the edit keeps the input image (default 1.5)")
     edit.add_argument("--seed", type=int, default=0, help="seed of the first candidate; candidate k uses seed + k "
                                                           "(default 0)")
+    edit.add_argument("--attention", action="store_true", help="also save the instruction's per-token "
+                                                               "cross-attention maps (edit-attention.png)")
     _common(edit, "outputs/edit", "the shipped Shapes UIP2P model", 50, 7.5)
 
     auto = sub.add_parser("auto-edit", help="invert exactly (DSI) and edit towards a target prompt")
@@ -90,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     auto.add_argument("--target-rule", choices=("anchored", "midpoint", "ddim", "coupled"), default=None,
                       help="how the edited branch moves on the dual schedule (default: the library's, chosen on the "
                            "Shapes validation split; coupled is the DSI paper's rule)")
+    auto.add_argument("--attention", action="store_true", help="also save the target prompt's per-token "
+                                                               "cross-attention maps (auto-edit-attention.png)")
     _common(auto, "outputs/auto-edit", "the shipped Shapes text-to-image pipeline", 50, 7.5)
 
     rec = sub.add_parser("reconstruct", help="exact inversion and reconstruction, against DDIM inversion")
@@ -100,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, (_, text) in FORWARDED.items():
         sub.add_parser(name, help=text, add_help=False)
+
+    app = sub.add_parser("app", help="the editing app in a web page: instruction edit and inversion edit "
+                                     "(needs Gradio: pip install 'diffusers-uip2p[app]')")
+    app.add_argument("--model", help="instruction-edit tab: UIP2P/InstructPix2Pix folder, Hub id or shapes:NAME "
+                                     "(default: the shipped Shapes UIP2P model)")
+    app.add_argument("--inversion-model", help="inversion-edit tab: text-to-image folder, Hub id or shapes:NAME "
+                                               "(default: the shipped Shapes text-to-image pipeline)")
+    app.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this "
+                                                         "machine only)")
+    app.add_argument("--port", type=positive_int, default=7860, help="port (default 7860)")
+    app.add_argument("--share", choices=("off", "on"), default="off",
+                     help="on: also a public Gradio share link (needs the network; default off)")
 
     conv = sub.add_parser("convert", help="text-to-image folder -> InstructPix2Pix/UIP2P folder (8-channel UNet)")
     conv.add_argument("--model", required=True, help="local diffusers Stable Diffusion folder (4-channel UNet)")
@@ -171,6 +188,15 @@ def main(argv: list[str] | None = None) -> int:
         return _forward(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "app":
+        from ..app import launch
+
+        try:
+            launch(args.model, args.inversion_model, host=args.host, port=args.port, share=args.share == "on")
+        except ImportError as error:
+            print(f"diffusers-uip2p app: error: {error}", file=sys.stderr)
+            return 2
+        return 0
     import PIL
 
     from . import commands
@@ -217,5 +243,5 @@ def summary(report: dict) -> str:
         if report["command"] == "edit":
             lines.append("grid: input | edit" + (" | reverse edit" if report.get("reverse") else ""))
         elif report["command"] == "auto-edit":
-            lines.append("grid: input | edit")
+            lines.append("grid: input | exact reconstruction | edit")
     return "\n".join(lines + [f"wrote {path}" for path in report.get("files", [])])

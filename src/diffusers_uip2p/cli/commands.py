@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import PIL.Image
 import torch
@@ -70,6 +72,34 @@ def _source_caption(path: Path, given: str | None, argument: str) -> str:
     return caption
 
 
+def caption(args: argparse.Namespace, load: Loader | None = None) -> dict:
+    """The source prompt to invert ``args.image`` with, and where it came from: a shipped sample's own
+    caption; else, on the shipped Shapes models, the scene the Shapes evaluator reads off the image (a
+    Shapes-world picture is read exactly); else the pipeline's captioner (BLIP), if it has one."""
+    from ..shapes.evaluator import read_scene
+    from ..shapes.scenes import Scene
+
+    image, path = open_image(args.image)
+    known = sample_caption(path)
+    if known is not None:
+        return {"source_prompt": known, "from": "the sample's own caption"}
+    shapes = args.model is None or args.model.startswith("shapes:")
+    if shapes:
+        reading = read_scene(image) if image.size == (64, 64) else None
+        if reading is None or not reading.readable or not reading.objects:
+            raise ValueError(f"{str(path)!r} does not read as a Shapes-world scene (a 64×64 picture of up to "
+                             "three shapes), and the shipped models know no other words: type its caption.")
+        scene = Scene(reading.objects, reading.background, reading.pattern, reading.style)
+        return {"source_prompt": scene.caption(), "from": "the Shapes evaluator's reading of the image"}
+    pipe = (load or load_auto_edit_pipeline)(args.model)
+    if getattr(pipe, "captioner", None) is None or getattr(pipe, "caption_processor", None) is None:
+        raise ValueError(f"the model {args.model!r} has no captioner: type the source prompt.")
+    from ..pipelines.routing import caption_image
+
+    return {"source_prompt": caption_image(pipe.captioner, pipe.caption_processor, image),
+            "from": "the pipeline's captioner"}
+
+
 def _shapes_verdict(path: Path, edited: PIL.Image.Image, instruction: str | None = None,
                     target_prompt: str | None = None) -> dict | None:
     """The Shapes evaluator's verdict on an edit of a shipped sample scene (whose true caption is known):
@@ -89,14 +119,43 @@ def _shapes_verdict(path: Path, edited: PIL.Image.Image, instruction: str | None
         return {"not_judged": str(error)}
 
 
-def _write(output: str, name: str, image: PIL.Image.Image, grid: PIL.Image.Image, report: dict) -> dict:
-    folder = Path(output)
+@dataclass
+class Result:
+    """What a command computed, before anything is written: the command line saves it (`write`), the app
+    shows it. ``output`` is the pipeline's own output, every field of it; ``columns`` are the grid's
+    (edit: input | edit [| reverse edit]; auto-edit: input | exact reconstruction | edit)."""
+
+    name: str
+    report: dict
+    image: PIL.Image.Image
+    columns: list[PIL.Image.Image]
+    output: Any = None
+    attention: PIL.Image.Image | None = None
+
+
+def write(output: str, result: Result, scale: int) -> dict:
+    """Save the image, the grid, the attention maps (if drawn) and the JSON report; return the report."""
+    folder, name, report = Path(output), result.name, result.report
     folder.mkdir(parents=True, exist_ok=True)
-    image.save(folder / f"{name}.png")
-    grid.save(folder / f"{name}-grid.png")
-    report["files"] = [str(folder / f"{name}.png"), str(folder / f"{name}-grid.png"), str(folder / f"{name}.json")]
-    (folder / f"{name}.json").write_text(strict_json.dumps(report, indent=2))
+    files = [folder / f"{name}.png", folder / f"{name}-grid.png"]
+    result.image.save(files[0])
+    side_by_side(result.columns, scale).save(files[1])
+    if result.attention is not None:
+        files.append(folder / f"{name}-attention.png")
+        result.attention.save(files[-1])
+    files.append(folder / f"{name}.json")
+    report["files"] = [str(f) for f in files]
+    files[-1].write_text(strict_json.dumps(report, indent=2))
     return report
+
+
+def _attention_picture(image: PIL.Image.Image, output, asked: bool) -> PIL.Image.Image | None:
+    """The first image's per-token cross-attention maps over ``image``, when they were asked for."""
+    if not asked:
+        return None
+    from ..attention import draw_token_maps
+
+    return draw_token_maps(image, output.attention_maps[0], cell_size=96)
 
 
 def _shared(model: str) -> dict:
@@ -104,7 +163,8 @@ def _shared(model: str) -> dict:
     return shared_components(folder) if folder.is_dir() else {}
 
 
-def _auto_edit_pipeline(model: str | None):
+def load_auto_edit_pipeline(model: str | None):
+    """The text-to-image pipeline `auto-edit` and `reconstruct` run: ``model``, or the shipped Shapes one."""
     from ..pipelines import AutoEditPipeline
 
     if model is None:
@@ -115,29 +175,36 @@ def _auto_edit_pipeline(model: str | None):
                                             feature_extractor=None)
 
 
-def edit(args: argparse.Namespace) -> dict:
-    """Instruction editing with UIP2PPipeline; with --reverse, also the reverse edit and its reversibility
-    score; with --candidates k, k seeds ranked by that score."""
+def load_edit_pipeline(model: str | None):
+    """The instruction editor `edit` runs: ``model``, or the shipped Shapes UIP2P model."""
     from ..pipelines import UIP2PPipeline
 
+    if model is None:
+        from ..shapes.pretrained import load_shapes_editor
+
+        return load_shapes_editor("uip2p")
+    return UIP2PPipeline.from_pretrained(resolve_model(model), **_shared(model), safety_checker=None,
+                                         feature_extractor=None)
+
+
+Loader = Callable[[str | None], Any]
+
+
+def compute_edit(args: argparse.Namespace, load: Loader = load_edit_pipeline) -> Result:
+    """Instruction editing with UIP2PPipeline; with --reverse, also the reverse edit and its reversibility
+    score; with --candidates k, k seeds ranked by that score. Every check runs before ``load``."""
     if args.candidates != 1 and args.reverse is None:
         raise ValueError(f"--candidates {args.candidates} ranks edits by reversibility: give --reverse too.")
     image, path = open_image(args.image)
     _vocabulary_check(args, instruction=args.instruction, **{"--reverse": args.reverse},
                       forgiving=sample_caption(path) is not None)
     instruction = _judgeable(args, path, instruction=args.instruction)["instruction"]
-    if args.model is None:
-        from ..shapes.pretrained import load_shapes_editor
-
-        pipe = load_shapes_editor("uip2p")
-    else:
-        pipe = UIP2PPipeline.from_pretrained(resolve_model(args.model), **_shared(args.model), safety_checker=None,
-                                             feature_extractor=None)
+    pipe = load(args.model)
     pipe.set_progress_bar_config(desc="edit", leave=False)
     image = fit_to_model(image, pipe, args.size)
     checked = args.reverse is not None
     out = pipe(instruction, image=image, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
-               image_guidance_scale=args.image_guidance_scale,
+               image_guidance_scale=args.image_guidance_scale, return_attention_maps=args.attention,
                **({"reverse_instruction": args.reverse, "num_candidates": args.candidates, "seed": args.seed}
                   if checked else {"generator": torch.Generator().manual_seed(args.seed)}))
     edited = out.images[0]
@@ -147,38 +214,54 @@ def edit(args: argparse.Namespace) -> dict:
               "model": args.model or SHIPPED.format("UIP2P (ERC-trained)"), "size": list(image.size),
               "num_inference_steps": args.steps, "guidance_scale": args.guidance_scale,
               "image_guidance_scale": args.image_guidance_scale, "seed": args.seed}
-    pictures = [image, edited]
+    columns = [image, edited]
     if checked:
         report |= {"candidates": args.candidates, "chosen_seed": out.seeds[0],
                    "reversibility": out.reversibility[:args.candidates], "seeds": out.seeds[:args.candidates]}
-        pictures.append(out.reconstructions[0])
+        columns.append(out.reconstructions[0])
     report["shapes_evaluator"] = _shapes_verdict(path, edited, instruction=instruction)
-    return _write(args.output, "edit", edited, side_by_side(pictures, args.scale), report)
+    return Result("edit", report, edited, columns, out, _attention_picture(image, out, args.attention))
 
 
-def auto_edit(args: argparse.Namespace) -> dict:
+def edit(args: argparse.Namespace) -> dict:
+    return write(args.output, compute_edit(args), args.scale)
+
+
+def compute_auto_edit(args: argparse.Namespace, load: Loader = load_auto_edit_pipeline) -> Result:
     """Dual-Schedule Inversion with the source prompt, then an edit towards the target prompt by the chosen
-    (or, with --method auto, the classifier's) method."""
+    (or, with --method auto, the classifier's) method. The source branch's latents are the exact
+    reconstruction: the report gives their error against the image's own latents, and the grid shows them."""
     _vocabulary_check(args, **{"target prompt": args.target_prompt, "--source-prompt": args.source_prompt})
     image, path = open_image(args.image)
     source = args.source_prompt
     if args.model is None:  # the shipped pipeline has no captioner: fail before loading it
         source = _source_caption(path, source, "--source-prompt")
-    pipe = _auto_edit_pipeline(args.model)
+    pipe = load(args.model)
     pipe.set_progress_bar_config(desc="auto-edit", leave=False)
     image = fit_to_model(image, pipe, args.size)
     if getattr(pipe, "captioner", None) is None:
         source = _source_caption(path, source, "--source-prompt")
     out = pipe(args.target_prompt, image=image, source_prompt=source, edit_method=args.method,
-               target_rule=args.target_rule, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
+               target_rule=args.target_rule, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
+               return_attention_maps=args.attention)
+    with torch.no_grad():
+        latents = pipe.encode_images(pipe.preprocess_images(image)).to(out.source_latents)
+        reconstruction = pipe.decode_latents_to_images(out.source_latents, "pil")[0]
     report = {"command": "auto-edit", "image": str(path), "source_prompt": out.source_prompt or source,
               "target_prompt": args.target_prompt, "model": args.model or SHIPPED.format("text-to-image pipeline"),
               "size": list(image.size), "method_asked": args.method, "edit_method": out.edit_method,
-              "edit_task": out.edit_task, "edit_parameters": out.edit_parameters,
-              "num_inference_steps": args.steps, "guidance_scale": args.guidance_scale}
+              "edit_task": out.edit_task, "task_probabilities": out.task_probabilities, "task_rule": out.task_rule,
+              "edit_parameters": out.edit_parameters, "num_inference_steps": args.steps,
+              "guidance_scale": args.guidance_scale,
+              "reconstruction_latent_relative_error": relative_error(out.source_latents, latents)}
     edited = out.images[0]
     report["shapes_evaluator"] = _shapes_verdict(path, edited, target_prompt=args.target_prompt)
-    return _write(args.output, "auto-edit", edited, side_by_side([image, edited], args.scale), report)
+    return Result("auto-edit", report, edited, [image, reconstruction, edited], out,
+                  _attention_picture(image, out, args.attention))
+
+
+def auto_edit(args: argparse.Namespace) -> dict:
+    return write(args.output, compute_auto_edit(args), args.scale)
 
 
 def reconstruct(args: argparse.Namespace) -> dict:
@@ -186,7 +269,7 @@ def reconstruct(args: argparse.Namespace) -> dict:
     _vocabulary_check(args, **{"--prompt": args.prompt})
     image, path = open_image(args.image)
     prompt = _source_caption(path, args.prompt, "--prompt")
-    pipe = _auto_edit_pipeline(args.model)
+    pipe = load_auto_edit_pipeline(args.model)
     pipe.set_progress_bar_config(desc="reconstruct", leave=False)
     image = fit_to_model(image, pipe, args.size)
 
@@ -217,7 +300,7 @@ def reconstruct(args: argparse.Namespace) -> dict:
     processor = pipe.image_processor
     columns = [processor.numpy_to_pil(processor.pt_to_numpy(x))[0]
                for x in (original, ceiling, dsi.images, ddim_images)]
-    return _write(args.output, "reconstruction", columns[2], side_by_side(columns, args.scale), report)
+    return write(args.output, Result("reconstruction", report, columns[2], columns), args.scale)
 
 
 def convert(args: argparse.Namespace) -> dict:
