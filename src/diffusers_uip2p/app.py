@@ -19,8 +19,8 @@ import io
 import os
 import warnings
 
-from .cli import build_parser
 from .cli import commands
+from .cli.parser import build_parser
 from .cli.images import sample_captions, side_by_side
 
 SAMPLES = [name.removesuffix(".png") for name in sample_captions()]
@@ -80,7 +80,8 @@ def _method_text(report: dict) -> str:
     lines = [f"**Method:** `{report['edit_method']}` (asked: `{report['method_asked']}`), parameters "
              f"`{report['edit_parameters']}`"]
     if report.get("edit_task"):
-        decided = "the task classifier" if report.get("task_probabilities") else f"the word rule {report['task_rule']!r}"
+        decided = ("the task classifier" if report.get("task_probabilities")
+                   else f"the word rule {report['task_rule']!r}")
         lines.append(f"**Task:** `{report['edit_task']}`, decided by {decided}")
     lines.append(f"**Source prompt:** {report['source_prompt']}")
     lines.append(f"**Exact reconstruction:** latent relative error {report['reconstruction_latent_relative_error']:.3e}"
