@@ -136,6 +136,7 @@ def test_requests_are_queued_one_at_a_time(monkeypatch):
         jobs = [client.submit("three-objects", None, "x", "", 1, 7.5, 1.5, 3, 0, api_name="/instruction_edit")
                 for _ in range(2)]
         assert [job.result()[4] for job in jobs] == ["done", "done"]
+        assert page.server_name == "127.0.0.1"  # this machine only, unless --host says otherwise
     finally:
         page.close()
     (a_start, a_end), (b_start, b_end) = sorted(spans)
