@@ -46,7 +46,8 @@ from diffusers_uip2p.evaluation.metrics import Metrics
 from diffusers_uip2p.evaluation.runners import finished_records
 from diffusers_uip2p.shapes import CATEGORIES, render
 from diffusers_uip2p.shapes.dataset import split_edits
-from diffusers_uip2p.shapes.pretrained import load_shapes_clip, load_shapes_pipeline, shapes_model_path
+from diffusers_uip2p.shapes.pretrained import (load_shapes_clip, load_shapes_pipeline, shapes_model_path,
+                                               shared_components)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -96,6 +97,8 @@ def _editor_folders(args, scratch: Path) -> dict[str, Path]:
 
     folders = {}
     for label, name in SHIPPED_EDITORS.items():
+        if args.editors is not None and (name or "base") not in args.editors:
+            continue
         if name is None:
             folders[label] = scratch / "base"
             convert_pipeline_folder(shapes_model_path("pipeline"), folders[label], pipeline_class=UIP2PPipeline)
@@ -174,7 +177,8 @@ def measure_editors(args) -> tuple[dict[str, dict], dict[str, Path]]:
     results, runs = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         for label, folder in _editor_folders(args, Path(scratch)).items():
-            pipe = UIP2PPipeline.from_pretrained(folder, safety_checker=None, feature_extractor=None)
+            pipe = UIP2PPipeline.from_pretrained(folder, **shared_components(folder), safety_checker=None,
+                                                 feature_extractor=None)  # the shipped editors share the pipeline's VAE
             editor = InstructionEditor(pipe, model_id=label, seed=0, num_inference_steps=args.edit_steps)
             runs[label] = Path(args.runs) / "uip2p" / _slug(label)
             results[label] = run_shapes(editor, runs[label], num_edits=args.num_edits, metrics=metrics,
@@ -246,6 +250,9 @@ def main(argv=None) -> str:
                         help="ablation models (UIP2P folders) to add to the UIP2P table and the Elo")
     parser.add_argument("--runs", default=str(ROOT / "benchmarks" / "results" / "shapes-tables"))
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--editors", nargs="+", choices=("base", "ip2p", "uip2p"), default=None,
+                        help="uip2p: measure only these shipped editors (default all); the others' runs are read "
+                             "with --from-runs")
     parser.add_argument("--from-runs", action="store_true",
                         help="uip2p: redraw the table, Elo and figure from the finished runs under --runs, "
                              "running no model (the ablation models are not shipped)")
