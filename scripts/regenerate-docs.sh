@@ -13,3 +13,8 @@ step benchmarks/training_curves.py --from-results
 step benchmarks/shapes_tables.py --sections uip2p --from-runs
 step benchmarks/shapes_editing.py
 step benchmarks/shapes_quality.py --threads 1 --num-t2i 100 --num-reconstruction 24 --train-scenes 200000
+if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+  step scripts/app_screenshot.py  # the app's screenshot, taken in headless Chromium
+else
+  echo "== skipped scripts/app_screenshot.py: needs chromium and chromium-driver (Debian packages)" >&2
+fi
