@@ -66,16 +66,17 @@ def main(argv=None) -> None:
     if not runs:
         parser.error(f"no runs given and none in {CURVES}")
     shipped = json.loads(Path(args.editor_health).read_text())["results"]
-    for family, ratio, what, reference in (
-            ("erc", "input_eps_ratio", "input images (ERC sees only these)", "shapes:uip2p"),
-            ("ip2p", "edit_eps_ratio", "true edited images", "shapes:ip2p")):
+    # editor-health.json measured the editors shipped before these runs (ip2p has since been replaced by ip2p-v2)
+    for family, ratio, what, reference, name in (
+            ("erc", "input_eps_ratio", "input images (ERC sees only these)", "shapes:uip2p", "shipped uip2p"),
+            ("ip2p", "edit_eps_ratio", "true edited images", "shapes:ip2p", "ip2p before v2")):
         chosen = {label: rows for label, rows in runs.items() if label.startswith(f"{family}-")}
         if not chosen:
             continue
         curves = {label: health_curve(rows, ratio) for label, rows in chosen.items()}
         colours = {label: COLOURS[i % len(COLOURS)] for i, label in enumerate(curves)}
-        levels = {f"shipped {reference[7:]}": shipped[reference][ratio], f"bar {BAR:g}x": BAR}
-        colours.update({f"shipped {reference[7:]}": (90, 90, 90), f"bar {BAR:g}x": (0, 150, 0)})
+        levels = {name: shipped[reference][ratio], f"bar {BAR:g}x": BAR}
+        colours.update({name: (90, 90, 90), f"bar {BAR:g}x": (0, 150, 0)})
         first, last = (f(f(steps) for steps, _ in curves.values()) for f in (min, max))
         log_line_chart(curves, colours, f"held-out eps-MSE / base model's, on {what}",
                        f"training step ({first} to {last})", Path(args.pictures) / f"health-{family}.png",
