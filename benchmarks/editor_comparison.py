@@ -73,10 +73,11 @@ def main(argv=None) -> dict:
     parser.add_argument("runs", nargs="+", metavar="LABEL=FOLDER",
                         help="a run folder per editor; {split} in FOLDER stands for validation and test")
     parser.add_argument("--name", required=True, help="the record's name: benchmarks/results/NAME.json")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     args = parser.parse_args(argv)
     runs = dict(entry.split("=", 1) for entry in args.runs)
     record = {"command": "python benchmarks/editor_comparison.py " + " ".join(argv or sys.argv[1:]), "splits": {}}
-    for split in SPLITS:
+    for split in args.splits:
         folders = {label: Path(folder.format(split=split)) for label, folder in runs.items()}
         if all(f.is_dir() for f in folders.values()):
             record["splits"][split] = compare(folders)
