@@ -46,8 +46,7 @@ from diffusers_uip2p.evaluation.metrics import Metrics
 from diffusers_uip2p.evaluation.runners import finished_records
 from diffusers_uip2p.shapes import CATEGORIES, render
 from diffusers_uip2p.shapes.dataset import split_edits
-from diffusers_uip2p.shapes.pretrained import (load_shapes_clip, load_shapes_pipeline, shapes_model_path,
-                                               shared_components)
+from diffusers_uip2p.shapes.pretrained import load_shapes_clip, load_shapes_pipeline, shapes_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -172,13 +171,12 @@ def measure_editors(args) -> tuple[dict[str, dict], dict[str, Path]]:
 
     metrics = Metrics(CLIP_METRICS, clip=(clip, CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)),
                       clip_id="shipped Shapes CLIP")
-    from diffusers_uip2p import UIP2PPipeline
+    from diffusers_uip2p.cli.commands import load_edit_pipeline
 
     results, runs = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         for label, folder in _editor_folders(args, Path(scratch)).items():
-            pipe = UIP2PPipeline.from_pretrained(folder, **shared_components(folder), safety_checker=None,
-                                                 feature_extractor=None)  # the shipped editors share the pipeline's VAE
+            pipe = load_edit_pipeline(str(folder))  # as `diffusers-uip2p edit --model FOLDER` loads it
             editor = InstructionEditor(pipe, model_id=label, seed=0, num_inference_steps=args.edit_steps)
             runs[label] = Path(args.runs) / "uip2p" / _slug(label)
             results[label] = run_shapes(editor, runs[label], num_edits=args.num_edits, metrics=metrics,
@@ -199,13 +197,18 @@ def tracked_editor_runs(args) -> tuple[dict[str, dict], dict[str, Path]]:
     return {label: found[label][0] for label in order}, {label: found[label][1] for label in order}
 
 
+def _shared_setting(results: dict[str, dict], what: str, read):
+    """The one value of a setting every run used: a table of runs made differently would mislead."""
+    values = {read(result) for result in results.values()}
+    if len(values) != 1:
+        raise ValueError(f"the runs differ in their {what}: {sorted(values)}")
+    return values.pop()
+
+
 def uip2p_section(args) -> str:
     results, runs = tracked_editor_runs(args) if args.from_runs else measure_editors(args)
-    num_edits = {result["items"] for result in results.values()}
-    if len(num_edits) != 1:
-        raise ValueError(f"the runs judged different numbers of test edits: {sorted(num_edits)}")
-    num_edits = num_edits.pop()
-    steps = {result["editor"]["num_inference_steps"] for result in results.values()}.pop()
+    num_edits = _shared_setting(results, "number of test edits", lambda result: result["items"])
+    steps = _shared_setting(results, "number of steps", lambda result: result["editor"]["num_inference_steps"])
     rows = {label: _rows(folder) for label, folder in runs.items()}
     keys = sorted(next(iter(rows.values())))
     votes = [(a, b, judged_winner(rows[a][key], rows[b][key])) for key in keys

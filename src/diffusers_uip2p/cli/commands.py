@@ -21,6 +21,11 @@ from .images import fit_to_model, open_image, sample_caption, side_by_side
 SHIPPED = "shipped Shapes {}"
 
 
+def _on_shapes_models(args: argparse.Namespace) -> bool:
+    """The command runs a shipped Shapes model (the default, or ``--model shapes:NAME``)."""
+    return args.model is None or args.model.startswith("shapes:")
+
+
 def _vocabulary_check(args: argparse.Namespace, forgiving: bool = False, **texts: str | None) -> None:
     """Every text must hold a word; the shipped Shapes models know only the Shapes world's words: say so
     before running them. ``forgiving``: the instruction is rewritten in the templates' words first
@@ -28,7 +33,7 @@ def _vocabulary_check(args: argparse.Namespace, forgiving: bool = False, **texts
     for argument, text in texts.items():
         if text is not None and not re.search(r"\w", text):
             raise ValueError(f"{argument} {text!r} has no word in it; say what the edit should do.")
-    if args.model is None or args.model.startswith("shapes:"):
+    if _on_shapes_models(args):
         from ..shapes.language import FORGIVEN_WORDS, check_vocabulary
 
         for argument, text in texts.items():
@@ -43,7 +48,7 @@ def _judgeable(args: argparse.Namespace, path: Path, **instructions: str | None)
     read comes back in the templates' phrasing (the one the Shapes editors learned), e.g. "Make the circle
     BLUE!" → "make the red circle blue". Otherwise the instructions come back as given."""
     caption = sample_caption(path)
-    if caption is None or not (args.model is None or args.model.startswith("shapes:")):
+    if caption is None or not _on_shapes_models(args):
         return instructions
     from ..shapes.language import canonical_instruction, parse_caption
 
@@ -83,8 +88,7 @@ def caption(args: argparse.Namespace, load: Loader | None = None) -> dict:
     known = sample_caption(path)
     if known is not None:
         return {"source_prompt": known, "from": "the sample's own caption"}
-    shapes = args.model is None or args.model.startswith("shapes:")
-    if shapes:
+    if _on_shapes_models(args):
         reading = read_scene(image) if image.size == (64, 64) else None
         if reading is None or not reading.readable or not reading.objects:
             raise ValueError(f"{str(path)!r} does not read as a Shapes-world scene (a 64×64 picture of up to "
