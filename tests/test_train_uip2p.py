@@ -312,28 +312,50 @@ def test_resume_refuses_broken_checkpoints(assets, tmp_path):
 def test_a_run_killed_while_saving_resumes_from_the_last_whole_checkpoint(assets, tmp_path, monkeypatch):
     """The save of checkpoint-4 dies half-way (model written, the rest not): resume takes checkpoint-2 and logs
     the same losses as an uninterrupted run."""
-    from accelerate import Accelerator
-
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     train_uip2p.main(arguments(assets, whole, steps=6))
-    save_state = Accelerator.save_state
+    save = train_uip2p.save_training_state
 
-    def dies_at_step_4(self, output_dir=None, **kwargs):
-        if "checkpoint-4" in str(output_dir):
-            Path(output_dir).mkdir(parents=True)
-            (Path(output_dir) / "model.safetensors").write_bytes(b"partial")
+    def dies_at_step_4(folder, *args):
+        if "checkpoint-4" in str(folder):
+            folder.mkdir(parents=True)
+            (folder / "model.safetensors").write_bytes(b"partial")
             raise KeyboardInterrupt("killed while saving")
-        return save_state(self, output_dir, **kwargs)
+        return save(folder, *args)
 
-    monkeypatch.setattr(Accelerator, "save_state", dies_at_step_4)
+    monkeypatch.setattr(train_uip2p, "save_training_state", dies_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         train_uip2p.main(arguments(assets, cut, steps=6))
-    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    monkeypatch.setattr(train_uip2p, "save_training_state", save)
     assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4.partial"]
     train_uip2p.main(arguments(assets, cut, "--resume_from_checkpoint", "latest", steps=6))
     for a, b in zip(log(whole), log(cut), strict=True):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
     assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+
+
+def test_checkpoints_are_safetensors_and_json_and_resume_unpickles_nothing(assets, tmp_path, monkeypatch):
+    """Accelerate's save_state pickles the optimizer, the random states and registered objects (and reads the
+    last back with weights_only=False); a checkpoint here is safetensors and JSON, and a resume must not call
+    any unpickler."""
+    import pickle
+
+    run = tmp_path / "run"
+    train_uip2p.main(arguments(assets, run, "--use_ema", steps=2))
+    names = sorted(p.name for p in (run / "checkpoint-2").iterdir())
+    assert names == ["model.safetensors", "random_states_0.json", "random_states_0.safetensors", "recipe.json",
+                     "training_state.json", "training_state.safetensors"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a resume unpickled a file")
+
+    for module, name in ((torch, "load"), (pickle, "load"), (pickle, "loads")):
+        monkeypatch.setattr(module, name, refuse)
+    train_uip2p.main(arguments(assets, run, "--use_ema", "--resume_from_checkpoint", "latest", steps=3))
+    assert [r["step"] for r in log(run)] == [1, 2, 3]
+    (run / "checkpoint-3" / "training_state.json").unlink()
+    with pytest.raises(ValueError, match=r"checkpoint-3: it holds no training_state.json"):
+        train_uip2p.main(arguments(assets, run, "--use_ema", "--resume_from_checkpoint", "latest", steps=4))
 
 
 def test_learning_curves_keep_every_health_row_and_average_the_loss(tmp_path):

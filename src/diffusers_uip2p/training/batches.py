@@ -1,5 +1,5 @@
-"""Batches in an order fixed by the seed, and a checkpointable random generator, so that a resumed run sees
-exactly the batches and the noise the uninterrupted run would have seen (and a clock that keeps counting)."""
+"""Batches in an order fixed by the seed, so that a resumed run sees exactly the batches the uninterrupted run
+would have seen (its noise generator is checkpointed with it), and a clock that keeps counting."""
 
 from __future__ import annotations
 
@@ -10,19 +10,6 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from .data import collate_edit_records
-
-
-class GeneratorState:
-    """A ``torch.Generator`` that `Accelerator.register_for_checkpointing` can save and restore."""
-
-    def __init__(self, generator: torch.Generator):
-        self.generator = generator
-
-    def state_dict(self) -> dict:
-        return {"state": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["state"])
 
 
 class RunClock:

@@ -38,8 +38,9 @@ from ..distributed import cpu_process_group_needed
 from ..pipelines import UIP2PPipeline, convert_unet_to_instruct_pix2pix
 from ..schedulers import scheduler_from_config
 from ..shapes.training_utils import machine
-from .batches import BadRecords, GeneratorState, RunClock, training_batches
+from .batches import BadRecords, RunClock, training_batches
 from .data import open_edit_dataset
+from .checkpoint import load_training_state, save_training_state
 from .erc import AttentionRecorder, EditModels, ERCConfig, erc_step, supervised_step
 from .health import HealthCheck, dataset_health_records, shapes_health_records, still_improving
 from .hub import check_hub_push, push_folder
@@ -186,7 +187,7 @@ def checkpoints(output_dir: str) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def save_checkpoint(accelerator, args, step: int) -> None:
+def save_checkpoint(accelerator, args, step: int, *state) -> None:
     """Save under a temporary name, then rename: a run killed while saving leaves no checkpoint that resume
     would trust (``checkpoints`` skips the temporary folder, and the next save replaces it)."""
     final = Path(args.output_dir) / f"checkpoint-{step}"
@@ -195,7 +196,7 @@ def save_checkpoint(accelerator, args, step: int) -> None:
         prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
         shutil.rmtree(partial, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
+    save_training_state(partial, accelerator, *state)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (partial / "recipe.json").write_text(json.dumps(recipe(args)))
@@ -427,13 +428,12 @@ def main(argv=None, prog: str | None = None, shapes_defaults: bool = False):
                                 num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
                                 num_training_steps=args.max_train_steps * accelerator.num_processes)
     unet, optimizer, lr_schedule = accelerator.prepare(unet, optimizer, lr_schedule)
-    generator = GeneratorState(torch.Generator().manual_seed(args.seed + accelerator.process_index))
-    accelerator.register_for_checkpointing(generator)
     if ema is not None:
         ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
-    clock = RunClock()  # registered last: the objects registered before keep their checkpoint file names
-    accelerator.register_for_checkpointing(clock)
+    generator = torch.Generator().manual_seed(args.seed + accelerator.process_index)
+    clock = RunClock()
+    saved = {"clock": clock} if ema is None else {"clock": clock, "ema": ema}
+    state = (unet, optimizer, lr_schedule, saved, generator)  # what a checkpoint holds (training/checkpoint.py)
 
     step = 0
     if args.resume_from_checkpoint:
@@ -444,7 +444,9 @@ def main(argv=None, prog: str | None = None, shapes_defaults: bool = False):
         else:
             step = check_checkpoint(path)
             check_recipe(args, path)
-            accelerator.load_state(str(path))
+            load_training_state(path, accelerator, *state)
+            if ema is not None:  # safetensors load onto the CPU
+                ema.to(accelerator.device)
             accelerator.print(f"Resumed from {path} at step {step}.")
     log_path = Path(args.output_dir) / "training_log.jsonl"
     if accelerator.is_main_process and log_path.is_file():  # steps after the checkpoint (or a new run's all) are redone
@@ -477,10 +479,10 @@ def main(argv=None, prog: str | None = None, shapes_defaults: bool = False):
             with accelerator.accumulate(unet):
                 batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
                 if args.mode == "erc":
-                    output = erc_step(unet, models, batch, config, generator.generator, recorder)
+                    output = erc_step(unet, models, batch, config, generator, recorder)
                     loss, terms = output.loss, output.losses
                 else:
-                    loss = supervised_step(unet, models, batch, config, generator.generator)
+                    loss = supervised_step(unet, models, batch, config, generator)
                     terms = {}
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"The loss is {loss.item()} at step {step}; lower --learning_rate or use "
@@ -504,7 +506,7 @@ def main(argv=None, prog: str | None = None, shapes_defaults: bool = False):
                 with log_path.open("a") as log:
                     log.write(json.dumps({"step": step, **logs}) + "\n")
             if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
-                save_checkpoint(accelerator, args, step)
+                save_checkpoint(accelerator, args, step, *state)
             if args.validation_image and accelerator.is_main_process and (
                     step % args.validation_steps == 0 or step == args.max_train_steps):
                 with recorder.suspended() if recorder else contextlib.nullcontext():
