@@ -14,7 +14,9 @@ Sections (each writes its runs under ``--runs``; rerunning resumes, and ``--sect
   Wilson intervals) and the Shapes CLIP (CLIP-I, CLIP-T, CLIP_dir), per edit category; Elo from
   evaluator-judged pairs; a figure with one test edit per category.
 
-The Markdown goes into ``benchmarks/RESULTS.md`` and the README between ``<!-- shapes-tables -->`` markers.
+The Markdown goes into ``benchmarks/RESULTS.md`` between ``<!-- shapes-tables -->`` markers, and the UIP2P
+table's short form into the README between ``<!-- uip2p-summary -->`` markers (with ``--no-write``, into
+``--runs``/readme-summary.md).
 
     .venv/bin/python benchmarks/shapes_tables.py --threads 1 \\
         --ablation "L_CLIP + L_recon=work/ablation-clip-recon" "+ L_sim=work/ablation-clip-recon-sim"
@@ -43,6 +45,7 @@ import uip2p_tables  # noqa: E402
 
 SECTIONS = ("reconstruction", "editing", "uip2p")
 MARKERS = ("<!-- shapes-tables:start -->", "<!-- shapes-tables:end -->")
+README_MARKERS = ("<!-- uip2p-summary:start -->", "<!-- uip2p-summary:end -->")
 
 
 def reconstruction_section(args) -> str:
@@ -76,11 +79,11 @@ def editing_section(args) -> str:
             "\n\n![sync gap per step](../docs/images/shapes-sync-gap.png)")
 
 
-def replace_between_markers(path: Path, text: str) -> None:
+def replace_between_markers(path: Path, text: str, markers: tuple[str, str] = MARKERS) -> None:
     content = path.read_text()
-    block = f"{MARKERS[0]}\n{text}\n{MARKERS[1]}"
-    if MARKERS[0] in content:
-        start, end = content.index(MARKERS[0]), content.index(MARKERS[1]) + len(MARKERS[1])
+    block = f"{markers[0]}\n{text}\n{markers[1]}"
+    if markers[0] in content:
+        start, end = content.index(markers[0]), content.index(markers[1]) + len(markers[1])
         content = content[:start] + block + content[end:]
     else:
         content = content.rstrip("\n") + "\n\n## Results on the Shapes world\n\n" + block + "\n"
@@ -128,6 +131,11 @@ def main(argv=None) -> str:
     print(text)
     if not args.no_write:
         replace_between_markers(ROOT / "benchmarks" / "RESULTS.md", text)
+    if "uip2p" in args.sections:
+        if args.no_write:
+            (Path(args.runs) / "readme-summary.md").write_text(args.readme_summary + "\n")
+        else:
+            replace_between_markers(ROOT / "README.md", args.readme_summary, README_MARKERS)
     return text
 
 

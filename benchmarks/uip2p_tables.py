@@ -16,6 +16,7 @@ when that is not the default). ``--from-runs`` redraws the section from them.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -125,13 +126,14 @@ def figure(folders: dict[str, Path], num_edits: int, path: Path, scale: int = 2)
     """One test edit per category: input | true edit | each model's output (default guidance)."""
     edits = dict(zip(ShapesBenchmark("test", num_edits).keys, split_edits("test", num_edits), strict=True))
     keys = list(figure_keys(num_edits).values())
-    size, header, width = 64 * scale, 28, max(64 * scale, 150)
+    size, header, width = 64 * scale, 40, max(64 * scale, 150)
     columns = ["input", "true edit", *folders]
     grid = PIL.Image.new("RGB", (len(columns) * (width + 4), header + len(keys) * (size + 16)), "white")
     draw = PIL.ImageDraw.Draw(grid)
     for c, name in enumerate(columns):
-        for i, part in enumerate((name[:24], name[24:48])):
-            draw.text((c * (width + 4) + 2, 1 + 12 * i), part, fill="black")
+        name = name.replace("λ", "lambda")  # Pillow's default font has no Greek
+        for i in range(3):
+            draw.text((c * (width + 4) + 2, 1 + 12 * i), name[24 * i:24 * (i + 1)], fill="black")
     for r, key in enumerate(keys):
         y = header + r * (size + 16)
         draw.text((2, y), edits[key].instruction[:70], fill="black")
@@ -245,10 +247,27 @@ def _shared_setting(results: list[dict], what: str, read):
     return values.pop()
 
 
+def readme_summary(measured: dict) -> str:
+    """The README's short form: per model, success and preserved at both settings, and the default Elo."""
+    ratings = {e.model: e for e in elo(measured["default"])[0].estimates}
+    lines = ["| model | success, default guidance | preserved | guidance chosen on validation | success there "
+             "| preserved | Elo (default) |", "|---|---|---|---:|---|---|---:|"]
+    for label, by_key in measured["default"].items():
+        chosen, (text, image), rating = measured["chosen"][label], measured["guidance"][label], ratings[label]
+        cells = [_rate_cell([bool(r["success"]) for r in by_key.values()]),
+                 _rate_cell([bool(r["preserved"]) for r in by_key.values()]), f"{text:g} / {image:g}",
+                 _rate_cell([bool(r["success"]) for r in chosen.values()]),
+                 _rate_cell([bool(r["preserved"]) for r in chosen.values()]),
+                 f"{rating.mean:.0f} [{rating.low:.0f}, {rating.high:.0f}]"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def section(args) -> str:
     if not args.from_runs:
         measure(args)
     measured = tracked(args)
+    args.readme_summary = readme_summary(measured)
     num_edits = _shared_setting(measured["results"], "number of test edits", lambda result: result["items"])
     steps = _shared_setting(measured["results"], "number of steps", lambda r: r["editor"]["num_inference_steps"])
     pictures = Path(args.pictures)
@@ -258,7 +277,9 @@ def section(args) -> str:
                         ("chosen", "each model's guidance chosen on validation")):
         ratings, votes = elo(measured[name])
         picture = "shapes-elo.png" if name == "default" else "shapes-elo-chosen.png"
-        plot_elo(ratings, pictures / picture, title=f"Shapes world: Elo from evaluator-judged pairs ({name} guidance)")
+        drawn = dataclasses.replace(ratings, estimates=[dataclasses.replace(e, model=e.model.replace("λ", "lambda"))
+                                                        for e in ratings.estimates])  # the font has no Greek
+        plot_elo(drawn, pictures / picture, title=f"Shapes world: Elo from evaluator-judged pairs ({name} guidance)")
         parts.append(f"#### At {title}\n\n"
                      + (table(measured[name]) if name == "default" else
                         table(measured[name], measured["guidance"], categories=["all"]))

@@ -41,6 +41,10 @@ def test_uip2p_table_pictures_and_text_match_their_tracked_runs(tmp_path):
     committed = (ROOT / "benchmarks" / "RESULTS.md").read_text()
     table = text.split("### UIP2P Table 3")[1].split("Measured by")[0]
     assert table in committed, "RESULTS.md's UIP2P table differs from its tracked runs: run scripts/regenerate-docs.sh"
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- uip2p-summary:start -->\n")[1].split("\n<!-- uip2p-summary:end -->")[0]
+    assert block + "\n" == (runs / "readme-summary.md").read_text(), \
+        "the README's UIP2P summary differs from its tracked runs: run scripts/regenerate-docs.sh"
 
 
 def test_uip2p_tables_choose_guidance_on_validation_with_stated_ties():
