@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from diffusers_uip2p.evaluation.intervals import compare_paired, wilson_interval
-from diffusers_uip2p.evaluation.runners import finished_records
+from diffusers_uip2p.evaluation.runners import finished_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("validation", "test")
@@ -24,10 +24,10 @@ SPLITS = ("validation", "test")
 
 def rows(folder: Path) -> dict[str, dict]:
     """key → the evaluator's row, from a finished run folder."""
-    records = finished_records(folder)
-    if not records:
+    found = finished_rows(folder)
+    if not found:
         raise SystemExit(f"{folder}: no finished records (run `diffusers-uip2p evaluate shapes` first)")
-    return {record["key"]: record["rows"][0] for record in records.values()}
+    return found
 
 
 def rate(values: list[bool]) -> dict:

@@ -31,7 +31,7 @@ from diffusers_uip2p.evaluation.editors import InstructionEditor
 from diffusers_uip2p.evaluation.elo import elo_confidence, leaderboard_markdown, plot_elo
 from diffusers_uip2p.evaluation.intervals import wilson_interval
 from diffusers_uip2p.evaluation.metrics import Metrics
-from diffusers_uip2p.evaluation.runners import finished_records
+from diffusers_uip2p.evaluation.runners import finished_rows
 from diffusers_uip2p.shapes import CATEGORIES, render
 from diffusers_uip2p.shapes.dataset import split_edits
 from diffusers_uip2p.shapes.pretrained import load_shapes_clip, shapes_model_path
@@ -59,11 +59,6 @@ def _pair_name(pair: tuple[float, float]) -> str:
 
 def slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
-
-
-def rows(folder: Path) -> dict[str, dict]:
-    """key → the evaluator's row, from a finished run folder."""
-    return {record["key"]: record["rows"][0] for record in finished_records(folder).values()}
 
 
 def choose_guidance(validation: dict[tuple[float, float], dict[str, dict]]) -> tuple[float, float]:
@@ -191,7 +186,7 @@ def measure(args) -> None:
                     image.unlink()
             for pair in args.guidance_grid:
                 run(pair, "validation", runs / "uip2p-validation" / slug(label) / _pair_name(pair))
-            pair = choose_guidance({p: rows(runs / "uip2p-validation" / slug(label) / _pair_name(p))
+            pair = choose_guidance({p: finished_rows(runs / "uip2p-validation" / slug(label) / _pair_name(p))
                                     for p in args.guidance_grid})
             if pair != DEFAULT_GUIDANCE:
                 run(pair, "test", runs / "uip2p-chosen" / slug(label), metrics=metrics)
@@ -225,15 +220,17 @@ def tracked(args) -> dict:
         if missing:
             raise SystemExit(f"{label}: no validation run at guidance {', '.join(missing)} under "
                              f"{runs / 'uip2p-validation' / slug(label)}: measure them first (without --from-runs)")
-        pair = choose_guidance({p: rows(by_pair[p]) for p in grid})
-        measured["default"][label] = rows(default[label]["folder"])
+        validation = {p: finished_rows(by_pair[p]) for p in grid}
+        pair = choose_guidance(validation)
+        measured["default"][label] = finished_rows(default[label]["folder"])
         measured["guidance"][label] = pair
-        measured["validation"][label] = {p: sum(r["success"] for r in rows(by_pair[p]).values()) for p in grid}
+        measured["validation"][label] = {p: sum(r["success"] for r in by_key.values())
+                                         for p, by_key in validation.items()}
         chosen = default[label] if pair == DEFAULT_GUIDANCE else chosen_runs.get(label)
         if chosen is None:
             raise SystemExit(f"{label}: guidance {pair} was chosen on validation but has no test run under "
                              f"{runs / 'uip2p-chosen'}")
-        measured["chosen"][label] = rows(chosen["folder"])
+        measured["chosen"][label] = finished_rows(chosen["folder"])
         measured["results"] += [default[label], chosen]
         measured["folders"][label] = default[label]["folder"]
     return measured

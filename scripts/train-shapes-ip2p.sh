@@ -5,12 +5,8 @@
 # pieces (one CPU thread; extra arguments go to train_uip2p, e.g. --max_train_steps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-env.sh
-py=.venv/bin/python
+source scripts/shapes-train-records.sh
 output=${OUTPUT:-work/ip2p-supervised-v2}
-mkdir -p work logs
-[ -f work/shapes-train-100k/records.jsonl ] || $py -m diffusers_uip2p.shapes.dataset --split train \
-  --num-records 100000 --output work/shapes-train-100k
 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE exec $py -m diffusers_uip2p.training.train_uip2p --mode supervised \
   --pretrained_model_name_or_path src/diffusers_uip2p/shapes/models/pipeline --train_data work/shapes-train-100k \
   --resolution 64 --train_batch_size 32 --gradient_accumulation_steps 8 --max_train_steps 4000 \

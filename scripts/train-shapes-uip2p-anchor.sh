@@ -5,12 +5,7 @@
 # (compare with benchmarks/editor_health.py). Never sees an edited image: only the health checks read them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-env.sh
-py=.venv/bin/python
-models=src/diffusers_uip2p/shapes/models
-mkdir -p work logs
-[ -f work/shapes-train-100k/records.jsonl ] || $py -m diffusers_uip2p.shapes.dataset --split train \
-  --num-records 100000 --output work/shapes-train-100k
+source scripts/shapes-train-records.sh
 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE exec $py -m diffusers_uip2p.training.train_uip2p --mode erc \
   --pretrained_model_name_or_path "$models/pipeline" --clip_model_name_or_path "$models/clip" \
   --train_data work/shapes-train-100k --max_train_samples 20000 --resolution 64 --train_batch_size 16 \

@@ -8,12 +8,7 @@
 # (one CPU thread; extra arguments go to train_uip2p, e.g. --max_train_steps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-env.sh
-py=.venv/bin/python
-models=src/diffusers_uip2p/shapes/models
-mkdir -p work logs
-[ -f work/shapes-train-100k/records.jsonl ] || $py -m diffusers_uip2p.shapes.dataset --split train \
-  --num-records 100000 --output work/shapes-train-100k
+source scripts/shapes-train-records.sh
 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE exec $py -m diffusers_uip2p.training.train_uip2p --mode erc \
   --pretrained_model_name_or_path "$models/pipeline" --clip_model_name_or_path "$models/clip" \
   --train_data work/shapes-train-100k --resolution 64 --train_batch_size 32 --gradient_accumulation_steps 8 \

@@ -12,7 +12,7 @@ import torch
 from diffusers_uip2p import UIP2PPipeline
 from diffusers_uip2p.cli import main
 from diffusers_uip2p.evaluation import ShapesBenchmark
-from diffusers_uip2p.evaluation.runners import finished_records
+from diffusers_uip2p.evaluation.runners import finished_rows
 from diffusers_uip2p.pipelines.editing import DEFAULT_TARGET_RULE
 from diffusers_uip2p.shapes import render
 from diffusers_uip2p.shapes.dataset import split_edits
@@ -54,7 +54,7 @@ def test_editors_share_the_pipelines_frozen_components(tmp_path):
 
 
 def _table_rows(run: str) -> dict[str, dict]:
-    return {record["key"]: record["rows"][0] for record in finished_records(RUNS / "uip2p" / run).values()}
+    return finished_rows(RUNS / "uip2p" / run)
 
 
 def _within_noise(successes: int, count: int, rate: float) -> bool:

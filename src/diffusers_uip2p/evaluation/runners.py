@@ -121,6 +121,11 @@ def finished_records(folder: str | Path) -> dict[int, dict]:
     return records
 
 
+def finished_rows(folder: str | Path) -> dict[str, dict]:
+    """key → the scored row of each finished item in a run folder (an editor's item has one row)."""
+    return {record["key"]: record["rows"][0] for record in finished_records(folder).values()}
+
+
 class ShardedRun:
     """One process's view of a run folder (see the module docstring): settings check, resume, merge."""
 
