@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/shapes-train-records.sh
 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE exec $py -m diffusers_uip2p.training.train_uip2p --mode erc \
   --pretrained_model_name_or_path "$models/pipeline" --clip_model_name_or_path "$models/clip" \
-  --train_data work/shapes-train-100k --max_train_samples 20000 --resolution 64 --train_batch_size 16 \
+  --train_data work/shapes-train-100k "${encoded[@]}" --max_train_samples 20000 --resolution 64 --train_batch_size 16 \
   --max_train_steps 1200 --learning_rate 3e-4 --lr_warmup_steps 100 --use_ema --ema_decay 0.995 \
   --lambda_denoise 1 --snr_gamma 5 --checkpointing_steps 100 --checkpoints_total_limit 2 --seed 0 \
   --health_data shapes --health_steps 200 --resume_from_checkpoint latest \

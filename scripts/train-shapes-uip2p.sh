@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 source scripts/shapes-train-records.sh
 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE exec $py -m diffusers_uip2p.training.train_uip2p --mode erc \
   --pretrained_model_name_or_path "$models/pipeline" --clip_model_name_or_path "$models/clip" \
-  --train_data work/shapes-train-100k --resolution 64 --train_batch_size 32 --gradient_accumulation_steps 8 \
+  --train_data work/shapes-train-100k "${encoded[@]}" --resolution 64 --train_batch_size 32 --gradient_accumulation_steps 8 \
   --max_train_steps 4000 --learning_rate 5e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 50 \
   --lambda_denoise "${LAMBDA_DENOISE:-100}" --snr_gamma 5 --use_ema --ema_decay 0.995 \
   --checkpointing_steps 5 --checkpoints_total_limit 2 --health_data shapes --health_steps 50 --seed 0 \

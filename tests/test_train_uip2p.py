@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
 from diffusers_uip2p import UIP2PPipeline
@@ -18,7 +19,7 @@ from diffusers_uip2p.testing import (
     tiny_instruct_pix2pix_components,
     tiny_text_to_image_components,
 )
-from diffusers_uip2p.training import train_uip2p
+from diffusers_uip2p.training import encoded_records, train_uip2p
 from diffusers_uip2p.training.batches import RunClock
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
@@ -49,8 +50,8 @@ def assets(tmp_path_factory):
     return root
 
 
-def arguments(assets, output, *extra, steps=4, base="ip2p"):
-    return ["--pretrained_model_name_or_path", str(assets / base), "--train_data", str(assets / "records"),
+def arguments(assets, output, *extra, steps=4, base="ip2p", data=None):
+    return ["--pretrained_model_name_or_path", str(assets / base), "--train_data", str(data or assets / "records"),
             "--clip_model_name_or_path", str(assets / "clip"), "--output_dir", str(output), "--resolution", "16",
             "--train_batch_size", "2", "--max_train_steps", str(steps), "--learning_rate", "1e-3",
             "--checkpointing_steps", "2", *extra]
@@ -374,3 +375,41 @@ def test_learning_curves_keep_every_health_row_and_average_the_loss(tmp_path):
     assert [(r["step"], r["loss"], r["steps_averaged"]) for r in compact if "loss" in r] == [(3, 2.0, 3), (6, 5.0, 3),
                                                                                             (7, 7.0, 1)]
     assert curves.health_curve(compact, "input_eps_ratio") == ([4], [3.0])
+
+
+@pytest.mark.parametrize("mode", ["supervised", "erc"])
+def test_encoded_records_train_as_encoding_every_step_does(assets, tmp_path, mode):
+    """Latents encoded once (`encoded_records`) give the run the same losses and weights, bit for bit, as
+    encoding the images every step."""
+    latents = tmp_path / "latents.safetensors"
+    encoded_records.main(["--pretrained_model_name_or_path", str(assets / "ip2p"), "--train_data",
+                          str(assets / "records"), "--resolution", "16", "--batch_size", "2", "--output", str(latents)])
+    runs = {}
+    for name, extra in (("every step", ()), ("encoded", ("--encoded_records", str(latents)))):
+        train_uip2p.main(arguments(assets, tmp_path / name, "--mode", mode, *extra, steps=3))
+        runs[name] = tmp_path / name
+    assert log(runs["every step"]) == log(runs["encoded"])
+    first, second = (UNet2DConditionModel.from_pretrained(run / "unet").state_dict() for run in runs.values())
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_encoded_records_made_from_other_inputs_are_refused(assets, tmp_path):
+    latents = tmp_path / "latents.safetensors"
+    encode = ["--pretrained_model_name_or_path", str(assets / "ip2p"), "--train_data", str(assets / "records"),
+              "--batch_size", "2", "--output", str(latents)]
+    encoded_records.main([*encode, "--resolution", "8"])
+    with pytest.raises(ValueError, match=r"--encoded_records .*resolution \('8' there, '16' here\)"):
+        train_uip2p.main(arguments(assets, tmp_path / "a", "--encoded_records", str(latents), steps=1))
+    with pytest.raises(ValueError, match="--encoded_records .*drop --random_flip"):
+        train_uip2p.main(arguments(assets, tmp_path / "b", "--encoded_records", str(latents), "--random_flip", steps=1))
+    with pytest.raises(ValueError, match="--encoded_records .*expected a .safetensors file"):
+        train_uip2p.main(arguments(assets, tmp_path / "c", "--encoded_records", str(tmp_path / "none.pt"), steps=1))
+    # Same records file and names, new pixels: caught on the first batch.
+    records = tmp_path / "records"
+    shutil.copytree(assets / "records", records)
+    encode[3] = str(records)
+    encoded_records.main([*encode, "--resolution", "16"])
+    for image in (records / "images").glob("*.png"):
+        Image.new("RGB", (64, 64), "black").save(image)
+    with pytest.raises(ValueError, match="--encoded_records .*does not match the training images"):
+        train_uip2p.main(arguments(assets, tmp_path / "d", "--encoded_records", str(latents), steps=1, data=records))

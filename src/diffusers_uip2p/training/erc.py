@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import AttentionController, AttentionStore, attention_control
+from .encoded_records import EncodedRecords, posterior_mode
 from .losses import (
     CLIPEmbedder,
     ERCLossWeights,
@@ -88,6 +89,7 @@ class EditModels:
     tokenizer: object
     noise_scheduler: object
     clip: CLIPEmbedder | None = None
+    encoded: EncodedRecords | None = None  # the records' latents, encoded before training (encoded_records.py)
 
     def encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Text embeddings as Stable Diffusion makes them, and the word-token mask of each prompt."""
@@ -103,14 +105,14 @@ class EditModels:
         """The embedding of "", which conditioning dropout puts in place of a prompt (the same every step)."""
         return self.encode_text([""])[0]
 
-    @torch.no_grad()
     def image_condition(self, pixels: torch.Tensor) -> torch.Tensor:
-        """An image's latents: the posterior mode, unscaled. InstructPix2Pix conditions on it; the supervised
-        target uses it too (diffusers' script samples the posterior instead, which is the same for SD's VAE,
-        whose posterior std is tiny, but feeds a UNet noise the decoder ignores when the posterior is wide:
-        the Shapes VAE's posterior std is 1.66 against 1.04 for its means, and a supervised run on samples
-        plateaued at an ε-loss of 0.39)."""
-        return self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.mode()
+        return posterior_mode(self.vae, pixels)
+
+    def latents_of(self, batch: dict, key: str) -> torch.Tensor:
+        """`image_condition` of ``batch[key]``, read from `encoded` when the run has it."""
+        if self.encoded is None:
+            return self.image_condition(batch[key])
+        return self.encoded.latents(batch, key, self.image_condition)
 
     @property
     def scaling_factor(self) -> float:
@@ -237,7 +239,7 @@ def erc_step(unet, models: EditModels, batch: dict, config: ERCConfig, generator
             return erc_step(unet, models, batch, config, generator, recorder)
     input_pixels = batch["pixel_values"]
     size, device = len(input_pixels), input_pixels.device
-    input_condition = models.image_condition(input_pixels)
+    input_condition = models.latents_of(batch, "pixel_values")
     latents = input_condition * models.scaling_factor
     forward_text, forward_tokens = models.encode_text(batch["edit_instruction"])
     reverse_text, reverse_tokens = models.encode_text(batch["reverse_instruction"])
@@ -324,8 +326,8 @@ def supervised_step(unet, models: EditModels, batch: dict, config: ERCConfig,
     if "edited_pixel_values" not in batch:
         raise ValueError("Supervised training needs edited images (`edited_pixel_values`); use ERC without them.")
     with torch.no_grad():  # the posterior mode, as the input condition and ERC use (see `image_condition`)
-        target_latents = models.image_condition(batch["edited_pixel_values"]) * models.scaling_factor
+        target_latents = models.latents_of(batch, "edited_pixel_values") * models.scaling_factor
     text, _ = models.encode_text(batch["edit_instruction"])
-    text, image = drop_conditioning(text, models.image_condition(batch["pixel_values"]), models.null_text,
+    text, image = drop_conditioning(text, models.latents_of(batch, "pixel_values"), models.null_text,
                                     config.conditioning_dropout_prob, generator)
     return denoising_loss(unet, models, target_latents, image, text, config, generator)

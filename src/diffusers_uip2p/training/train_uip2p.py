@@ -40,6 +40,7 @@ from ..schedulers import scheduler_from_config
 from ..shapes.training_utils import machine
 from .batches import BadRecords, RunClock, training_batches
 from .data import open_edit_dataset
+from .encoded_records import EncodedRecords
 from .checkpoint import load_training_state, save_training_state
 from .erc import AttentionRecorder, EditModels, ERCConfig, erc_step, supervised_step
 from .health import HealthCheck, dataset_health_records, shapes_health_records, still_improving
@@ -71,6 +72,8 @@ def parse_args(argv=None, prog: str | None = None, shapes_defaults: bool = False
     add("--max_bad_fraction", type=float, default=0.5,
         help="stop when more than this fraction of the records read are unusable (default 0.5)")
     add("--max_train_samples", type=int)
+    add("--encoded_records", help="the records' VAE latents, encoded once by `python -m "
+        "diffusers_uip2p.training.encoded_records` (a .safetensors file), instead of encoding them every step")
     add("--clip_model_name_or_path", default="openai/clip-vit-large-patch14", help="CLIP of the ERC losses")
     add("--output_dir", required=True)
     add("--resolution", type=int, default=256)
@@ -409,6 +412,12 @@ def main(argv=None, prog: str | None = None, shapes_defaults: bool = False):
                                 on_bad_record=args.on_bad_record, columns=args.columns or None,
                                 rank=accelerator.process_index, world_size=accelerator.num_processes, seed=args.seed,
                                 random_flip=args.random_flip, max_records=args.max_train_samples)
+    if args.encoded_records:
+        if args.random_flip:
+            raise ValueError("--encoded_records holds the unflipped images' latents; drop --random_flip or it.")
+        models.encoded = EncodedRecords(args.encoded_records, source=args.train_data, resolution=args.resolution,
+                                        vae=vae, keys=("pixel_values", "edited_pixel_values")
+                                        if args.mode == "supervised" else ("pixel_values",))
 
     unet, widened = load_unet(args)
     if args.lora_rank:
