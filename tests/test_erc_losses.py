@@ -290,6 +290,19 @@ def test_denoising_anchor_is_one_more_term():
         ERCLossWeights(denoise=-1)
 
 
+def test_edits_draw_from_the_configured_timesteps_and_the_anchor_from_all():
+    """With ``min_timestep=600`` the forward and reverse edits draw t ≥ 600; the anchor still denoises at every
+    t, since sampling passes through all of them."""
+    unet, models, batch = tiny_setup()
+    seen = []
+    unet.register_forward_hook(lambda module, args, output: seen.append(args[1].tolist()))
+    config = ERCConfig(ERCLossWeights(attn=0, denoise=1.0), min_timestep=600, conditioning_dropout_prob=0.0)
+    for seed in range(8):
+        erc_step(unet, models, batch, config, torch.Generator().manual_seed(seed))
+    edits, anchor = [t for call in seen[0::3] + seen[1::3] for t in call], [t for call in seen[2::3] for t in call]
+    assert min(edits) >= 600 and min(anchor) < 600 and len(seen) == 24
+
+
 def test_the_anchor_keeps_erc_a_denoiser():
     """30 ERC steps on a tiny model: alone, its ε-MSE on held-out input images grows past the base's; with the
     denoising anchor it stays below it (the health check's input_eps_ratio)."""

@@ -36,8 +36,9 @@ class ERCConfig:
 
     Args:
         weights: λ of each loss.
-        min_timestep, max_timestep: the range t and t̂ are drawn from (uniformly, independently). The whole
-            training range by default: at inference the edit starts from pure noise.
+        min_timestep, max_timestep: the range t and t̂ are drawn from (uniformly, independently), and the
+            supervised loss's t. The whole training range by default: at inference the edit starts from pure
+            noise. The denoising anchor always draws from the whole range.
         num_edit_steps: DDIM steps from t (and t̂) to 0 that make I_e (and I_r); 1 is the one-step x0
             prediction, more steps cost as many UNet calls, all kept in the graph ("Unified Prediction with
             Varying Diffusion Steps").
@@ -293,22 +294,28 @@ def erc_step(unet, models: EditModels, batch: dict, config: ERCConfig, generator
     if weights.denoise:
         # Our addition to Algorithm 1: its one-step losses never ask M to stay a denoiser, and multi-step
         # sampling drifts (ε-MSE 50× the base's). Denoise the input under its own caption, no image:
-        # the base's text-to-image task, on what ERC may see.
+        # the base's text-to-image task, on what ERC may see. At every t, whatever range the edits draw from:
+        # sampling passes through all of them.
         caption_text, _ = models.encode_text(batch["input_caption"])
-        terms["denoise"] = denoising_loss(unet, models, latents, torch.zeros_like(latents), caption_text, config, generator)
+        every_t = (0, scheduler.config.num_train_timesteps - 1)
+        terms["denoise"] = denoising_loss(unet, models, latents, torch.zeros_like(latents), caption_text, config, generator,
+                                          every_t)
     loss = sum(getattr(weights, name) * value for name, value in terms.items())
     return ERCOutput(loss=loss, losses={name: value.item() for name, value in terms.items()},
                      edited_pixels=edited_pixels.detach(), reconstructed_pixels=reconstructed_pixels.detach())
 
 
 def denoising_loss(unet, models: EditModels, clean_latents: torch.Tensor, image: torch.Tensor, text: torch.Tensor,
-                   config: ERCConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The diffusion loss of an InstructPix2Pix UNet: noise ``clean_latents`` (scaled) at t ~ U[min, max], predict
-    the noise (or v) given the ``image`` latents and ``text``; the per-sample MSE, Min-SNR-γ weighted."""
+                   config: ERCConfig, generator: torch.Generator | None = None,
+                   timestep_range: tuple[int, int] | None = None) -> torch.Tensor:
+    """The diffusion loss of an InstructPix2Pix UNet: noise ``clean_latents`` (scaled) at t ~ U[min, max] (the
+    config's, or ``timestep_range``), predict the noise (or v) given the ``image`` latents and ``text``; the
+    per-sample MSE, Min-SNR-γ weighted."""
     scheduler = models.noise_scheduler
     device, sample_device = clean_latents.device, generator.device if generator else "cpu"
     noise = torch.randn(clean_latents.shape, generator=generator, device=sample_device).to(device)
-    timesteps = torch.randint(config.min_timestep, config.max_timestep + 1, (len(clean_latents),), generator=generator,
+    low, high = timestep_range or (config.min_timestep, config.max_timestep)
+    timesteps = torch.randint(low, high + 1, (len(clean_latents),), generator=generator,
                               device=sample_device).to(device)
     noisy = scheduler.add_noise(clean_latents, noise, timesteps)
     prediction_type = scheduler.config.prediction_type
