@@ -56,13 +56,13 @@ def posterior_mode(vae, pixels: torch.Tensor) -> torch.Tensor:
     whose posterior std is tiny, but feeds a UNet noise the decoder ignores when the posterior is wide:
     the Shapes VAE's posterior std is 1.66 against 1.04 for its means, and a supervised run on samples
     plateaued at an ε-loss of 0.39). Contiguous (the mode is a view of the moments), so that a step computes
-    the same bits from latents encoded now as from ones encoded before training (`encoded_records.py`):
-    the weight gradients differ otherwise."""
+    the same bits from latents encoded now as from ones read from `EncodedRecords`: the weight gradients
+    differ otherwise."""
     return vae.encode(pixels.to(vae.dtype)).latent_dist.mode().contiguous()
 
 
 @torch.no_grad()
-def encode_records(dataset, image_condition, batch_size: int) -> dict[str, torch.Tensor]:
+def encode_records(dataset, encode, batch_size: int) -> dict[str, torch.Tensor]:
     """The latents of each record's images, by record index; NaN where a record was unreadable."""
     if not hasattr(dataset, "__len__"):
         raise ValueError("`train_data` must be map-style records (JSONL or a 🤗 dataset) to be encoded ahead; tar "
@@ -72,7 +72,7 @@ def encode_records(dataset, image_condition, batch_size: int) -> dict[str, torch
     for batch in tqdm(loader, desc="encoding records", unit="batch"):
         for key, name in STORED.items():
             if key in batch:
-                parts[name].append((batch["index"], image_condition(batch[key]).float().cpu()))
+                parts[name].append((batch["index"], encode(batch[key]).float().cpu()))
     stored = {}
     for name, batches in parts.items():
         if batches:
