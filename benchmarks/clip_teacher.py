@@ -29,11 +29,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import CLIPModel, CLIPTokenizer
 
-from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-from diffusers_uip2p.shapes.pretrained import load_shapes_pipeline, resolve_model, shapes_model_path
+from diffusers_uip2p.shapes.pretrained import load_shapes_clip, load_shapes_pipeline, resolve_model
 from diffusers_uip2p.training.erc import EditModels, ERCConfig, erc_step
 from diffusers_uip2p.training.health import shapes_health_records
 from diffusers_uip2p.training.losses import CLIPEmbedder, ERCLossWeights, clip_similarity_loss, directional_clip_loss
@@ -52,9 +51,7 @@ RANGES = {"0-999": (0, 999), "600-999": (600, 999), "200-599": (200, 599)}
 
 def erc_losses(clip, records: dict, edits, editors: list[str], count: int = 64) -> dict:
     """``erc_step``'s terms for each editor and t range, on the first ``count`` edits (same seed for all)."""
-    base = load_shapes_pipeline(StableDiffusionPipeline)
-    models = EditModels(base.vae.eval(), base.text_encoder.eval(), base.tokenizer,
-                        DDPMScheduler.from_config(base.scheduler.config), clip)
+    models = EditModels.from_pipeline(load_shapes_pipeline(StableDiffusionPipeline), clip)
     batch = {key: value[:count] for key, value in records.items()}
     batch["reverse_instruction"] = [edit.reverse_instruction for edit in edits[:count]]
     results = {}
@@ -78,8 +75,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    folder = shapes_model_path("clip")
-    clip = CLIPEmbedder(CLIPModel.from_pretrained(folder), CLIPTokenizer.from_pretrained(folder)).eval()
+    clip_model, clip_tokenizer, _ = load_shapes_clip()
+    clip = CLIPEmbedder(clip_model, clip_tokenizer)
     records, edits = shapes_health_records(args.edits)
     source, edited = clip.embed_images(records["pixel_values"]), clip.embed_images(records["edited_pixel_values"])
     source_text, edited_text = clip.embed_texts(records["input_caption"]), clip.embed_texts(records["edited_caption"])

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
-from diffusers import DDPMScheduler, StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline
 
 from diffusers_uip2p.pipelines import UIP2PPipeline
 from diffusers_uip2p.shapes.pretrained import load_shapes_pipeline, resolve_model, shared_components
@@ -37,8 +37,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
 
     base = load_shapes_pipeline(StableDiffusionPipeline)  # the text-to-image model every editor starts from
-    models = EditModels(base.vae.eval(), base.text_encoder.eval(), base.tokenizer,
-                        DDPMScheduler.from_config(base.scheduler.config))
+    models = EditModels.from_pipeline(base)
     records, edits = shapes_health_records(args.records)
     health = HealthCheck(models, records, base.unet.eval(), edits[: args.edits])
     results = {}

@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
 from diffusers_uip2p.shapes.dataset import export_jsonl, split_edits
-from diffusers_uip2p.shapes.pretrained import load_shapes_pipeline, shapes_model_path
+from diffusers_uip2p.shapes.pretrained import load_shapes_clip, load_shapes_pipeline, shapes_model_path
 from diffusers_uip2p.training import encoded_records
 from diffusers_uip2p.training.data import collate_edit_records, open_edit_dataset
 from diffusers_uip2p.training.encoded_records import EncodedRecords
@@ -49,12 +49,8 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
 
     base = load_shapes_pipeline(StableDiffusionPipeline)
-    from transformers import CLIPModel, CLIPTokenizer
-
-    clip_folder = shapes_model_path("clip")
-    clip = CLIPEmbedder(CLIPModel.from_pretrained(clip_folder), CLIPTokenizer.from_pretrained(clip_folder))
-    every_step = EditModels(base.vae.eval(), base.text_encoder.eval(), base.tokenizer,
-                            DDPMScheduler.from_config(base.scheduler.config), clip)
+    clip_model, clip_tokenizer, _ = load_shapes_clip()
+    every_step = EditModels.from_pipeline(base, CLIPEmbedder(clip_model, clip_tokenizer))
     unet = UNet2DConditionModel.from_pretrained(shapes_model_path("ip2p"), subfolder="unet").train()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr)
     with tempfile.TemporaryDirectory() as folder:

@@ -61,6 +61,11 @@ def slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
+def drawable(label: str) -> str:
+    """A label as the pictures write it: Pillow's default font has no Greek."""
+    return label.replace("λ", "lambda")
+
+
 def choose_guidance(validation: dict[tuple[float, float], dict[str, dict]]) -> tuple[float, float]:
     """The pair with the most validation successes; ties go to more preserved, then to the earlier pair."""
     def score(item):
@@ -126,7 +131,7 @@ def figure(folders: dict[str, Path], num_edits: int, path: Path, scale: int = 2)
     grid = PIL.Image.new("RGB", (len(columns) * (width + 4), header + len(keys) * (size + 16)), "white")
     draw = PIL.ImageDraw.Draw(grid)
     for c, name in enumerate(columns):
-        name = name.replace("λ", "lambda")  # Pillow's default font has no Greek
+        name = drawable(name)
         for i in range(3):
             draw.text((c * (width + 4) + 2, 1 + 12 * i), name[24 * i:24 * (i + 1)], fill="black")
     for r, key in enumerate(keys):
@@ -274,8 +279,8 @@ def section(args) -> str:
                         ("chosen", "each model's guidance chosen on validation")):
         ratings, votes = elo(measured[name])
         picture = "shapes-elo.png" if name == "default" else "shapes-elo-chosen.png"
-        drawn = dataclasses.replace(ratings, estimates=[dataclasses.replace(e, model=e.model.replace("λ", "lambda"))
-                                                        for e in ratings.estimates])  # the font has no Greek
+        drawn = dataclasses.replace(ratings, estimates=[dataclasses.replace(e, model=drawable(e.model))
+                                                        for e in ratings.estimates])
         plot_elo(drawn, pictures / picture, title=f"Shapes world: Elo from evaluator-judged pairs ({name} guidance)")
         parts.append(f"#### At {title}\n\n"
                      + (table(measured[name]) if name == "default" else

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 
 from ..attention import AttentionController, AttentionStore, attention_control
 from .encoded_records import EncodedRecords, posterior_mode
@@ -91,6 +92,12 @@ class EditModels:
     noise_scheduler: object
     clip: CLIPEmbedder | None = None
     encoded: EncodedRecords | None = None  # the records' latents, encoded before training (encoded_records.py)
+
+    @classmethod
+    def from_pipeline(cls, pipe, clip: CLIPEmbedder | None = None) -> EditModels:
+        """The frozen parts of a loaded pipeline, with a DDPM noise scheduler on its schedule's config."""
+        return cls(pipe.vae.eval(), pipe.text_encoder.eval(), pipe.tokenizer,
+                   DDPMScheduler.from_config(pipe.scheduler.config), clip)
 
     def encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Text embeddings as Stable Diffusion makes them, and the word-token mask of each prompt."""
