@@ -5,7 +5,8 @@ Issue 19's bars (success ≥ 0.6, preserved ≥ 0.8) only mean something if the 
 has been through the shipped VAE. This judges, on the first N edits of a split:
 
 * the true edited image as rendered (the evaluator's own check: every edit must succeed);
-* the same image encoded to its posterior mode and decoded, as every latent editor's output is;
+* the same image encoded to its posterior mode and decoded, as every latent editor's output is, and what
+  the evaluator misreads in it; and how many *input* scenes read back exactly after the same round trip;
 * with ``--items`` (an evaluation run's ``items-*.jsonl``), that editor's success on the same edits, on all of
   them and on those whose round trip succeeds: how far it is from the ceiling, edit by edit.
 
@@ -24,10 +25,11 @@ import torch
 
 from diffusers import StableDiffusionPipeline
 
+from diffusers_uip2p.evaluation.benchmarks import ShapesBenchmark
 from diffusers_uip2p.evaluation.intervals import wilson_interval
 from diffusers_uip2p.shapes import render
 from diffusers_uip2p.shapes.dataset import split_edits
-from diffusers_uip2p.shapes.evaluator import judge_edit
+from diffusers_uip2p.shapes.evaluator import _elements, judge_edit, read_scene
 from diffusers_uip2p.shapes.pretrained import load_shapes_pipeline
 from diffusers_uip2p.training.encoded_records import posterior_mode
 
@@ -41,6 +43,28 @@ def round_trip(pipe, images) -> list:
     pixels = pipe.image_processor.preprocess(images)
     decoded = pipe.vae.decode(posterior_mode(pipe.vae, pixels)).sample
     return pipe.image_processor.postprocess(decoded, output_type="pil")
+
+
+def misread(scene, reading) -> list[str]:
+    """What ``reading`` gets wrong about ``scene``: a global attribute, or an object's presence or property."""
+    wanted, seen = _elements(scene), _elements(reading)
+    wrong = []
+    for key in wanted:
+        a, b = wanted[key], seen[key]
+        if a == b:
+            continue
+        if not isinstance(key, tuple):
+            wrong.append(key)
+        elif a is None or b is None:
+            wrong.append("object present or absent")
+        else:
+            wrong += [f"object {field}" for field in ("shape", "colour", "size", "rotation")
+                      if getattr(a, field, None) != getattr(b, field, None)]
+    return wrong
+
+
+def in_batches(pipe, images, size: int = 50) -> list:
+    return [image for start in range(0, len(images), size) for image in round_trip(pipe, images[start:start + size])]
 
 
 def rates(judgements, count: int) -> dict:
@@ -76,7 +100,9 @@ def main(argv=None) -> dict:
     pipe = load_shapes_pipeline(StableDiffusionPipeline)
     edits = split_edits(args.split, args.num_edits)
     targets = [render(edit.target) for edit in edits]
-    decoded = [image for start in range(0, len(targets), 50) for image in round_trip(pipe, targets[start:start + 50])]
+    decoded = in_batches(pipe, targets)
+    inputs_read = sum(_elements(read_scene(image)) == _elements(edit.source)
+                      for edit, image in zip(edits, in_batches(pipe, [render(edit.source) for edit in edits])))
     rendered = [judge_edit(e.source, e.instruction, t, e.category) for e, t in zip(edits, targets)]
     through_vae = [judge_edit(e.source, e.instruction, d, e.category) for e, d in zip(edits, decoded)]
     failures = Counter(e.kind for e, j in zip(edits, through_vae) if not j.success)
@@ -84,8 +110,13 @@ def main(argv=None) -> dict:
         "environment": environment("cpu"), "split": args.split, "num_edits": args.num_edits,
         "rendered_target": rates(rendered, args.num_edits), "vae_round_trip": rates(through_vae, args.num_edits),
         "round_trip_failures_by_kind": dict(failures.most_common()),
+        "round_trip_misread_elements": dict(Counter(
+            wrong for e, j in zip(edits, through_vae) for wrong in misread(e.target, j.reading)).most_common()),
+        "inputs_read_exactly_after_round_trip": {
+            "count": inputs_read, "rate": inputs_read / args.num_edits,
+            "wilson95": list(wilson_interval(inputs_read, args.num_edits))},
     }
-    passed = {f"{args.split}-{i:05d}": j.success for i, j in enumerate(through_vae)}
+    passed = dict(zip(ShapesBenchmark(args.split, args.num_edits).keys, (j.success for j in through_vae)))
     report["editors"] = {path: against_ceiling(path, passed) for path in args.items}
     for name in ("rendered_target", "vae_round_trip"):
         row = report[name]
@@ -93,6 +124,8 @@ def main(argv=None) -> dict:
             f"{field} {row[field]['count']}/{args.num_edits} [{row[field]['wilson95'][0]:.2f}, "
             f"{row[field]['wilson95'][1]:.2f}]" for field in row))
     print("round-trip failures by kind:", report["round_trip_failures_by_kind"])
+    print("elements misread after the round trip:", report["round_trip_misread_elements"])
+    print(f"input scenes read exactly after the round trip: {inputs_read}/{args.num_edits}")
     for path, row in report["editors"].items():
         print(f"{path}: success {row['success']}/{row['edits']}; on the {row['ceiling_passes']} edits whose round "
               f"trip succeeds {row['success_where_ceiling_passes']}; round trip {row['ceiling_passes']}/{row['edits']}")

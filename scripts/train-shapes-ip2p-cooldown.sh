@@ -8,9 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/shapes-train-records.sh
-[ -f "${BASE:-work/ip2p-step4000}/model_index.json" ] || bash scripts/save-shapes-editor.sh ip2p work/ip2p-step4000
+base=${BASE:-work/ip2p-step4000}
+[ -n "${BASE:-}" ] || [ -f "$base/model_index.json" ] || bash scripts/save-shapes-editor.sh ip2p "$base"
 OMP_NUM_THREADS=${THREADS:-1} OMP_WAIT_POLICY=PASSIVE exec $py -m diffusers_uip2p.training.train_uip2p --mode supervised \
-  --pretrained_model_name_or_path "${BASE:-work/ip2p-step4000}" --train_data work/shapes-train-100k "${encoded[@]}" \
+  --pretrained_model_name_or_path "$base" --train_data work/shapes-train-100k "${encoded[@]}" \
   --resolution 64 --train_batch_size 32 --gradient_accumulation_steps 8 --max_train_steps 1000 \
   --learning_rate 5e-4 --lr_scheduler linear --lr_warmup_steps 20 --snr_gamma 5 --use_ema --ema_decay 0.995 \
   --checkpointing_steps 25 --checkpoints_total_limit 2 --health_data shapes --health_steps 50 --seed 1 \
