@@ -31,18 +31,16 @@ from diffusers_uip2p.shapes import render
 from diffusers_uip2p.shapes.dataset import split_edits
 from diffusers_uip2p.shapes.evaluator import _elements, judge_edit, read_scene
 from diffusers_uip2p.shapes.pretrained import load_shapes_pipeline
-from diffusers_uip2p.training.encoded_records import posterior_mode
+from diffusers_uip2p.shapes.training_utils import scenes_to_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inversion import environment, save_report  # noqa: E402
+from shapes_quality import vae_round_trip  # noqa: E402
 
 
-@torch.no_grad()
-def round_trip(pipe, images) -> list:
-    """``images`` (PIL) through the VAE's posterior mode and back, as PIL."""
-    pixels = pipe.image_processor.preprocess(images)
-    decoded = pipe.vae.decode(posterior_mode(pipe.vae, pixels)).sample
-    return pipe.image_processor.postprocess(decoded, output_type="pil")
+def round_trip(pipe, scenes) -> list:
+    """Rendered ``scenes`` through the VAE's posterior mode and back (shapes_quality's round trip), as PIL."""
+    return pipe.image_processor.postprocess(vae_round_trip(pipe, scenes_to_tensor(scenes)), output_type="pil")
 
 
 def misread(scene, reading) -> list[str]:
@@ -61,10 +59,6 @@ def misread(scene, reading) -> list[str]:
             wrong += [f"object {field}" for field in ("shape", "colour", "size", "rotation")
                       if getattr(a, field, None) != getattr(b, field, None)]
     return wrong
-
-
-def in_batches(pipe, images, size: int = 50) -> list:
-    return [image for start in range(0, len(images), size) for image in round_trip(pipe, images[start:start + size])]
 
 
 def rates(judgements, count: int) -> dict:
@@ -100,9 +94,9 @@ def main(argv=None) -> dict:
     pipe = load_shapes_pipeline(StableDiffusionPipeline)
     edits = split_edits(args.split, args.num_edits)
     targets = [render(edit.target) for edit in edits]
-    decoded = in_batches(pipe, targets)
+    decoded = round_trip(pipe, [edit.target for edit in edits])
     inputs_read = sum(_elements(read_scene(image)) == _elements(edit.source)
-                      for edit, image in zip(edits, in_batches(pipe, [render(edit.source) for edit in edits])))
+                      for edit, image in zip(edits, round_trip(pipe, [edit.source for edit in edits])))
     rendered = [judge_edit(e.source, e.instruction, t, e.category) for e, t in zip(edits, targets)]
     through_vae = [judge_edit(e.source, e.instruction, d, e.category) for e, d in zip(edits, decoded)]
     failures = Counter(e.kind for e, j in zip(edits, through_vae) if not j.success)
